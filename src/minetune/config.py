@@ -1,0 +1,121 @@
+"""Settings from the environment, an optional ``config.toml`` in the home folder, and flags.
+
+Precedence, highest first: explicit arguments (CLI flags) > environment variables >
+``$MINETUNE_HOME/config.toml`` > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from minetune.errors import ConfigError
+
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_RETRY_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class PraiseSettings:
+    """User overrides for praise detection (see :mod:`minetune.feedback`)."""
+
+    phrases: tuple[str, ...] | None = None  # replaces the built-in phrase list when set
+    extra_phrases: tuple[str, ...] = ()
+    affirmatives: tuple[str, ...] | None = None  # replaces the built-in short affirmatives when set
+    max_short_words: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one minetune process."""
+
+    home: Path
+    database_url: str | None = None
+    model: str | None = None
+    ollama_url: str = DEFAULT_OLLAMA_URL
+    openai_base_url: str = "https://api.openai.com/v1"
+    retry_limit: int = DEFAULT_RETRY_LIMIT
+    temperature: float = 0.7
+    max_tokens: int = 1024
+    request_timeout: float = 120.0
+    praise: PraiseSettings = field(default_factory=PraiseSettings)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "minetune.db"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``MINETUNE_DATABASE_URL`` when set, else the SQLite file under the home folder."""
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given non-None fields replaced."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix or remove the file.") from exc
+
+
+def _tuple(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config.toml: {key} must be a list of strings")
+    return tuple(value)
+
+
+def _praise_settings(raw: dict[str, Any]) -> PraiseSettings:
+    kwargs: dict[str, Any] = {}
+    if "phrases" in raw:
+        kwargs["phrases"] = _tuple(raw["phrases"], "praise.phrases")
+    if "extra_phrases" in raw:
+        kwargs["extra_phrases"] = _tuple(raw["extra_phrases"], "praise.extra_phrases")
+    if "affirmatives" in raw:
+        kwargs["affirmatives"] = _tuple(raw["affirmatives"], "praise.affirmatives")
+    if "max_short_words" in raw:
+        if not isinstance(raw["max_short_words"], int) or raw["max_short_words"] < 0:
+            raise ConfigError("config.toml: praise.max_short_words must be a non-negative integer")
+        kwargs["max_short_words"] = raw["max_short_words"]
+    return PraiseSettings(**kwargs)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
+def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
+    """Resolve settings; ``home`` and keyword overrides (e.g. ``model=``) win over the environment."""
+    env = os.environ
+    home_path = Path(home or env.get("MINETUNE_HOME") or Path.home() / ".minetune").expanduser()
+    file_cfg = _read_toml(home_path / "config.toml")
+    retry_raw = env.get("MINETUNE_RETRY_LIMIT", file_cfg.get("retry_limit", DEFAULT_RETRY_LIMIT))
+    settings = Settings(
+        home=home_path,
+        database_url=env.get("MINETUNE_DATABASE_URL") or file_cfg.get("database_url"),
+        model=env.get("MINETUNE_MODEL") or file_cfg.get("model"),
+        ollama_url=(env.get("MINETUNE_OLLAMA_URL") or file_cfg.get("ollama_url") or DEFAULT_OLLAMA_URL),
+        openai_base_url=env.get("OPENAI_BASE_URL")
+        or file_cfg.get("openai_base_url")
+        or "https://api.openai.com/v1",
+        retry_limit=_positive_int(retry_raw, "retry_limit"),
+        temperature=float(file_cfg.get("temperature", 0.7)),
+        max_tokens=_positive_int(file_cfg.get("max_tokens", 1024), "max_tokens"),
+        praise=_praise_settings(file_cfg.get("praise", {})),
+    )
+    return settings.with_overrides(**overrides)

@@ -1,0 +1,1 @@
+"""Import and export of minetune data in other tools' formats."""

@@ -1,0 +1,243 @@
+"""The mine-tuning loop: respond, rate, retry with the critique folded in, notice praise.
+
+``Session`` is the library entry point::
+
+    from minetune import Session
+    with Session.open(program="default", model="ollama:llama3.2") as chat:
+        answer = chat.send("What's my cat's name?")
+        chat.rate(2, "too long, keep it to one sentence")
+        better = chat.retry()
+        chat.rate(5)
+
+Everything is stored as it happens: each attempt with the exact messages sent, each rating
+committed before ``rate`` returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from minetune.config import Settings, load_settings
+from minetune.errors import FeedbackError, MinetuneError
+from minetune.feedback import PraiseDetector, parse_stars
+from minetune.models import ChatModel, resolve_model
+from minetune.models.base import Completion, Message
+from minetune.program import PriorAttempt, render_messages
+from minetune.store import DEFAULT_PROGRAM, Store, effective_ratings
+from minetune.store.schema import Attempt, ProgramVersion
+
+MAX_MESSAGE_CHARS = 200_000
+
+DeltaCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Response:
+    """One stored attempt at answering the user."""
+
+    attempt_id: int
+    turn_id: int
+    number: int
+    text: str
+    model: str
+    version: int
+    latency_ms: float
+    messages: list[Message]
+
+
+class Session:
+    """A conversation with one program, recording everything in the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        program: str = DEFAULT_PROGRAM,
+        model: str | ChatModel | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.program = store.program(program).name
+        self.praise = PraiseDetector(settings.praise)
+        self._model_arg = model
+        self._model: ChatModel | None = model if model is not None and not isinstance(model, str) else None
+        self.conversation_id: int | None = None
+        self.last: Response | None = None
+        self.last_praise: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        program: str = DEFAULT_PROGRAM,
+        model: str | ChatModel | None = None,
+        home: str | Path | None = None,
+        **settings_overrides: object,
+    ) -> Session:
+        """Open the store under ``home`` (or MINETUNE_HOME) and start a session."""
+        settings = load_settings(home, **settings_overrides)
+        return cls(Store.open(settings), settings, program, model)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- model --------------------------------------------------------------------------
+
+    @property
+    def version(self) -> ProgramVersion:
+        return self.store.active_version(self.program)
+
+    def model(self, version: ProgramVersion | None = None) -> ChatModel:
+        """The backend: an explicit model, else the version's spec, else MINETUNE_MODEL / auto-detect."""
+        if self._model is None:
+            version = version or self.version
+            spec = self._model_arg if isinstance(self._model_arg, str) else version.model_spec
+            self._model = resolve_model(self.settings, spec)
+        return self._model
+
+    def _generate(self, messages: list[Message], on_delta: DeltaCallback | None) -> tuple[Completion, float]:
+        model = self.model()
+        start = time.perf_counter()
+        kwargs = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        if on_delta is None:
+            completion = model.complete(messages, **kwargs)
+        else:
+            stream = model.stream(messages, **kwargs)
+            for delta in stream:
+                on_delta(delta)
+            assert stream.completion is not None
+            completion = stream.completion
+        return completion, (time.perf_counter() - start) * 1000
+
+    def _attempt_fields(
+        self, version: ProgramVersion, messages: list[Message], completion: Completion, latency: float,
+        critique: str | None,
+    ) -> dict[str, object]:
+        return {
+            "version_id": version.id,
+            "model_spec": self.model().spec,
+            "messages": messages,
+            "response": completion.text,
+            "critique_used": critique,
+            "latency_ms": round(latency, 3),
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+        }
+
+    def _response(self, attempt: Attempt, version: ProgramVersion) -> Response:
+        self.last = Response(
+            attempt_id=attempt.id, turn_id=attempt.turn_id, number=attempt.number, text=attempt.response,
+            model=attempt.model_spec, version=version.number, latency_ms=attempt.latency_ms,
+            messages=list(attempt.messages),
+        )
+        return self.last
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def send(self, message: str, on_delta: DeltaCallback | None = None) -> Response:
+        """Answer a new user message. Praise in it is recorded on the previous answer first."""
+        if not message or not message.strip():
+            raise MinetuneError("The message is empty; type something to send.")
+        if len(message) > MAX_MESSAGE_CHARS:
+            raise MinetuneError(
+                f"The message is {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
+            )
+        self.last_praise = self._note_praise(message)
+        version = self.version
+        history = self.store.history(self.conversation_id) if self.conversation_id else []
+        messages = render_messages(version, message, history)
+        completion, latency = self._generate(messages, on_delta)
+        if self.conversation_id is None:
+            title = message.strip().splitlines()[0][:80]
+            self.conversation_id = self.store.start_conversation(self.program, title=title).id
+        turn = self.store.add_turn(self.conversation_id, message)
+        attempt = self.store.add_attempt(
+            turn.id, **self._attempt_fields(version, messages, completion, latency, None)
+        )
+        return self._response(attempt, version)
+
+    def _note_praise(self, message: str) -> str | None:
+        """If ``message`` praises the previous answer, record it (5 stars unless rated explicitly)."""
+        if self.last is None:
+            return None
+        matched = self.praise.detect(message)
+        if matched is None:
+            return None
+        attempt = self.store.attempt(self.last.attempt_id)
+        rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
+        self.store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message)
+        return matched
+
+    def _target(self, attempt_id: int | None) -> int:
+        if attempt_id is not None:
+            return attempt_id
+        if self.last is None:
+            raise FeedbackError("There is no response to rate yet; send a message first.")
+        return self.last.attempt_id
+
+    def rate(self, stars: int | str, critique: str | None = None, attempt_id: int | None = None) -> int:
+        """Rate an answer (default: the latest) 1-5 with an optional critique; returns the stars."""
+        value = parse_stars(stars)
+        critique = critique.strip() if critique and critique.strip() else None
+        self.store.add_feedback(self._target(attempt_id), "explicit", stars=value, critique=critique)
+        return value
+
+    def retry(self, critique: str | None = None, on_delta: DeltaCallback | None = None) -> Response:
+        """Answer the latest message again with every earlier attempt's rating and critique folded in.
+
+        A critique given here is recorded on the latest answer first. Each retry is a fresh sample.
+        """
+        if self.last is None:
+            raise FeedbackError("There is nothing to retry yet; send a message first.")
+        turn = self.store.turn(self.last.turn_id)
+        if len(turn.attempts) >= self.settings.retry_limit:
+            raise MinetuneError(
+                f"This message already has {len(turn.attempts)} attempts, the retry limit "
+                f"(set retry_limit in config.toml or MINETUNE_RETRY_LIMIT to allow more)."
+            )
+        if critique and critique.strip():
+            self.store.add_feedback(self.last.attempt_id, "explicit", critique=critique.strip())
+            turn = self.store.turn(self.last.turn_id)
+        priors = _prior_attempts(turn.attempts)
+        version = self.version
+        history = self.store.history(turn.conversation_id, before_turn=turn.id)
+        messages = render_messages(version, turn.user_message, history, priors)
+        completion, latency = self._generate(messages, on_delta)
+        latest_critique = priors[-1].critique if priors else None
+        attempt = self.store.add_attempt(
+            turn.id, **self._attempt_fields(version, messages, completion, latency, latest_critique)
+        )
+        return self._response(attempt, version)
+
+    def until_five(
+        self,
+        message: str,
+        judge: Callable[[Response], tuple[int, str | None]],
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Response]:
+        """Send ``message`` and retry until ``judge`` gives 5 stars or the retry limit is reached."""
+        responses = [self.send(message, on_delta)]
+        while True:
+            stars, critique = judge(responses[-1])
+            if self.rate(stars, critique) == 5 or len(responses) >= self.settings.retry_limit:
+                return responses
+            responses.append(self.retry(on_delta=on_delta))
+
+
+def _prior_attempts(attempts: list[Attempt]) -> list[PriorAttempt]:
+    """Each earlier attempt with its effective stars and the critiques it received."""
+    priors = []
+    for attempt in attempts:
+        stars = effective_ratings((fb.attempt_id, fb.kind, fb.stars) for fb in attempt.feedback)
+        critiques = [fb.critique for fb in attempt.feedback if fb.critique]
+        priors.append(PriorAttempt(attempt.response, stars.get(attempt.id), "; ".join(critiques) or None))
+    return priors

@@ -1,0 +1,65 @@
+"""The one protocol every backend implements, and the value types it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypedDict, runtime_checkable
+
+
+class Message(TypedDict):
+    """One chat message in the OpenAI layout."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished response. Token counts are None when the backend does not report them."""
+
+    text: str
+    model: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+class CompletionStream:
+    """Iterate to receive text deltas; afterwards ``completion`` holds the finished response.
+
+    Wraps a generator that yields ``str`` deltas and *returns* a :class:`Completion`.
+    """
+
+    def __init__(self, deltas: Generator[str, None, Completion]) -> None:
+        self._deltas = deltas
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        self.completion = yield from self._deltas
+
+    def collect(self) -> Completion:
+        """Drain the stream and return the completion."""
+        for _ in self:
+            pass
+        assert self.completion is not None
+        return self.completion
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat backend. ``spec`` is the model spec string it was built from."""
+
+    spec: str
+
+    def complete(
+        self, messages: list[Message], *, temperature: float | None = None, max_tokens: int | None = None
+    ) -> Completion:
+        """Return one full response to ``messages``; a fresh sample on every call."""
+        ...
+
+    def stream(
+        self, messages: list[Message], *, temperature: float | None = None, max_tokens: int | None = None
+    ) -> CompletionStream:
+        """Like :meth:`complete`, yielding text deltas as they arrive."""
+        ...

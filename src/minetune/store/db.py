@@ -1,0 +1,120 @@
+"""Opening the database: engine settings, durability, and migrations to the current schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from minetune.errors import StoreError
+
+# The newest migration in store/migrations/versions; tests check it matches Alembic's head.
+HEAD_REVISION = "0001_initial"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL makes each commit durable in WAL mode: recorded feedback survives a power cut.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, full sync and foreign keys."""
+    try:
+        if url.startswith("sqlite"):
+            db_path = url.split("///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url)
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise StoreError(f"Invalid database URL {_redact(url)!r}: {exc}") from exc
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it is shown to anyone."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def _current_revision(conn: Connection) -> str | None:
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" not in tables:
+        if tables - {"sqlite_sequence"}:
+            raise StoreError(
+                "The database already has tables that minetune did not create; "
+                "point MINETUNE_HOME or MINETUNE_DATABASE_URL at an empty or minetune database."
+            )
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (a no-op, without importing Alembic, when current)."""
+    with engine.connect() as conn:
+        if _current_revision(conn) == HEAD_REVISION:
+            return
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_engine(url: str) -> Engine:
+    """Create the engine, check the database is usable, and migrate it."""
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+    except DatabaseError as exc:
+        engine.dispose()
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        hint = (
+            "Move the file away or set MINETUNE_HOME to another folder."
+            if url.startswith("sqlite")
+            else "Check MINETUNE_DATABASE_URL and that the server is running."
+        )
+        if isinstance(exc, OperationalError) and not url.startswith("sqlite"):
+            raise StoreError(f"Cannot connect to {_redact(url)}: {detail}. {hint}") from exc
+        raise StoreError(f"Cannot open the minetune database at {_redact(url)}: {detail}. {hint}") from exc
+    return engine
+
+
+class Database:
+    """An engine plus a session factory whose objects stay readable after commit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back if it raises."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,450 @@
+"""Repository functions: every read and write of the store goes through :class:`Store`.
+
+A ``Store`` is bound to one user; every query is scoped to that user's programs. Each method
+runs in its own transaction and has committed when it returns. Returned rows are detached ORM
+objects: read them, don't modify them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from minetune.config import Settings
+from minetune.errors import NotFoundError, StoreError
+from minetune.store.db import Database, open_engine
+from minetune.store.schema import (
+    FEEDBACK_KINDS,
+    Attempt,
+    Base,
+    Conversation,
+    Feedback,
+    Program,
+    ProgramVersion,
+    Turn,
+    User,
+)
+
+DEFAULT_PROGRAM = "default"
+DEFAULT_USER = "local"
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
+
+_VERSION_FIELDS = ("instructions", "lessons", "demo_policy", "model_spec", "adapter")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A praised exchange with everything that produced it (seed 003's capture)."""
+
+    captured_at: Any
+    praise: str
+    user_message: str
+    system_prompt: str
+    response: str
+    metadata: dict[str, Any]
+
+
+class Store:
+    """The user's store: programs, versions, conversations, turns, attempts and feedback."""
+
+    def __init__(self, db: Database, user: str = DEFAULT_USER) -> None:
+        self.db = db
+        self.user_name = user
+        self.user_id = self._ensure_user(user)
+
+    @classmethod
+    def open(cls, settings: Settings, user: str = DEFAULT_USER) -> Store:
+        """Open (creating and migrating as needed) the database the settings point at."""
+        return cls(Database(open_engine(settings.resolved_database_url)), user)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- users and programs -------------------------------------------------------------
+
+    def _ensure_user(self, name: str) -> int:
+        with self.db.transaction() as s:
+            user_id = s.scalar(select(User.id).where(User.name == name))
+            if user_id is None:
+                user = User(name=name)
+                s.add(user)
+                s.flush()
+                user_id = user.id
+            return user_id
+
+    def _program(self, s: Session, name: str) -> Program:
+        program = s.scalar(select(Program).where(Program.user_id == self.user_id, Program.name == name))
+        if program is None:
+            if name != DEFAULT_PROGRAM:
+                raise NotFoundError(f"No program named {name!r}. See `minetune program list`.")
+            program = self._create_program(s, DEFAULT_PROGRAM, DEFAULT_INSTRUCTIONS, None, "")
+        return program
+
+    def _create_program(
+        self, s: Session, name: str, instructions: str, model_spec: str | None, description: str
+    ) -> Program:
+        program = Program(user_id=self.user_id, name=name, description=description)
+        s.add(program)
+        s.flush()
+        version = ProgramVersion(
+            program_id=program.id,
+            number=1,
+            instructions=instructions,
+            lessons=[],
+            demo_policy={},
+            model_spec=model_spec,
+            note="created",
+        )
+        s.add(version)
+        s.flush()
+        program.active_version_id = version.id
+        return program
+
+    def create_program(
+        self,
+        name: str,
+        instructions: str = DEFAULT_INSTRUCTIONS,
+        model_spec: str | None = None,
+        description: str = "",
+    ) -> Program:
+        """Create a program with version 1 active."""
+        name = name.strip()
+        if not name:
+            raise StoreError("A program needs a name.")
+        with self.db.transaction() as s:
+            exists = s.scalar(select(Program.id).where(Program.user_id == self.user_id, Program.name == name))
+            if exists is not None:
+                raise StoreError(f"A program named {name!r} already exists.")
+            return self._create_program(s, name, instructions, model_spec, description)
+
+    def program(self, name: str = DEFAULT_PROGRAM) -> Program:
+        """The named program; ``default`` is created on first use."""
+        with self.db.transaction() as s:
+            return self._program(s, name)
+
+    def programs(self) -> list[Program]:
+        with self.db.transaction() as s:
+            self._program(s, DEFAULT_PROGRAM)
+            return list(
+                s.scalars(select(Program).where(Program.user_id == self.user_id).order_by(Program.id))
+            )
+
+    # -- versions ------------------------------------------------------------------------
+
+    def versions(self, program: str = DEFAULT_PROGRAM) -> list[ProgramVersion]:
+        with self.db.transaction() as s:
+            prog = self._program(s, program)
+            query = select(ProgramVersion).where(ProgramVersion.program_id == prog.id)
+            return list(s.scalars(query.order_by(ProgramVersion.number)))
+
+    def _version(self, s: Session, program: Program, number: int) -> ProgramVersion:
+        version = s.scalar(
+            select(ProgramVersion).where(
+                ProgramVersion.program_id == program.id, ProgramVersion.number == number
+            )
+        )
+        if version is None:
+            raise NotFoundError(f"Program {program.name!r} has no version {number}.")
+        return version
+
+    def active_version(self, program: str = DEFAULT_PROGRAM) -> ProgramVersion:
+        with self.db.transaction() as s:
+            prog = self._program(s, program)
+            version = s.get(ProgramVersion, prog.active_version_id)
+            assert version is not None
+            return version
+
+    def version(self, program: str, number: int) -> ProgramVersion:
+        with self.db.transaction() as s:
+            return self._version(s, self._program(s, program), number)
+
+    def add_version(
+        self, program: str = DEFAULT_PROGRAM, *, note: str = "", activate: bool = True, **changes: Any
+    ) -> ProgramVersion:
+        """A new version copied from the active one with ``changes`` applied (versions are immutable)."""
+        unknown = set(changes) - set(_VERSION_FIELDS)
+        if unknown:
+            raise StoreError(f"Unknown version fields: {', '.join(sorted(unknown))}")
+        with self.db.transaction() as s:
+            prog = self._program(s, program)
+            parent = s.get(ProgramVersion, prog.active_version_id)
+            assert parent is not None
+            latest = s.scalar(
+                select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id)
+            )
+            fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | changes
+            version = ProgramVersion(
+                program_id=prog.id, number=(latest or 0) + 1, parent_id=parent.id, note=note, **fields
+            )
+            s.add(version)
+            s.flush()
+            if activate:
+                prog.active_version_id = version.id
+            return version
+
+    def activate(self, program: str, number: int) -> ProgramVersion:
+        with self.db.transaction() as s:
+            prog = self._program(s, program)
+            version = self._version(s, prog, number)
+            prog.active_version_id = version.id
+            return version
+
+    def rollback(self, program: str = DEFAULT_PROGRAM) -> ProgramVersion:
+        """Activate the parent of the active version."""
+        with self.db.transaction() as s:
+            prog = self._program(s, program)
+            active = s.get(ProgramVersion, prog.active_version_id)
+            assert active is not None
+            if active.parent_id is None:
+                raise StoreError(
+                    f"Version {active.number} of {program!r} has no earlier version to roll back to."
+                )
+            parent = s.get(ProgramVersion, active.parent_id)
+            assert parent is not None
+            prog.active_version_id = parent.id
+            return parent
+
+    # -- conversations, turns, attempts, feedback -----------------------------------------
+
+    def start_conversation(
+        self, program: str = DEFAULT_PROGRAM, title: str = "", source: str = "chat"
+    ) -> Conversation:
+        with self.db.transaction() as s:
+            conv = Conversation(program_id=self._program(s, program).id, title=title[:500], source=source)
+            s.add(conv)
+            s.flush()
+            return conv
+
+    def _owned(self, s: Session, model: type[Any], row_id: int) -> Any:
+        """Load a conversation/turn/attempt/feedback row only if it belongs to this user."""
+        query = select(model).join(Program, Program.user_id == self.user_id)
+        if model is Conversation:
+            query = query.where(Conversation.program_id == Program.id)
+        else:
+            query = query.join(Conversation, Conversation.program_id == Program.id)
+            if model is Turn:
+                query = query.where(Turn.conversation_id == Conversation.id)
+            else:
+                query = query.join(Turn, Turn.conversation_id == Conversation.id)
+                query = (
+                    query.where(Attempt.turn_id == Turn.id)
+                    if model is Attempt
+                    else query.join(Attempt, Attempt.turn_id == Turn.id).where(
+                        Feedback.attempt_id == Attempt.id
+                    )
+                )
+        row = s.scalar(query.where(model.id == row_id))
+        if row is None:
+            raise NotFoundError(f"No {model.__tablename__[:-1]} with id {row_id}.")
+        return row
+
+    def add_turn(self, conversation_id: int, user_message: str) -> Turn:
+        with self.db.transaction() as s:
+            conv = self._owned(s, Conversation, conversation_id)
+            index = s.scalar(select(func.count()).select_from(Turn).where(Turn.conversation_id == conv.id))
+            turn = Turn(conversation_id=conv.id, index=index or 0, user_message=user_message)
+            s.add(turn)
+            s.flush()
+            return turn
+
+    def add_attempt(self, turn_id: int, **fields: Any) -> Attempt:
+        """Store one attempt; ``number`` is assigned in order within the turn."""
+        with self.db.transaction() as s:
+            turn = self._owned(s, Turn, turn_id)
+            count = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.turn_id == turn.id))
+            attempt = Attempt(turn_id=turn.id, number=(count or 0) + 1, **fields)
+            s.add(attempt)
+            s.flush()
+            return attempt
+
+    def attempt(self, attempt_id: int) -> Attempt:
+        with self.db.transaction() as s:
+            attempt = self._owned(s, Attempt, attempt_id)
+            s.refresh(attempt, ["feedback"])
+            return attempt
+
+    def turn(self, turn_id: int) -> Turn:
+        with self.db.transaction() as s:
+            return s.scalar(
+                select(Turn)
+                .options(selectinload(Turn.attempts).selectinload(Attempt.feedback))
+                .where(Turn.id == self._owned(s, Turn, turn_id).id)
+            )
+
+    def add_feedback(
+        self,
+        attempt_id: int,
+        kind: str,
+        stars: int | None = None,
+        critique: str | None = None,
+        text: str | None = None,
+    ) -> Feedback:
+        """Record feedback on an attempt; committed when this returns.
+
+        The first 5-star feedback on a turn fixes its attempts-to-5 count.
+        """
+        if kind not in FEEDBACK_KINDS:
+            raise StoreError(f"Unknown feedback kind {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}.")
+        if stars is not None and not (isinstance(stars, int) and 1 <= stars <= 5):
+            raise StoreError(f"Stars must be a whole number from 1 to 5, got {stars!r}.")
+        try:
+            with self.db.transaction() as s:
+                attempt = self._owned(s, Attempt, attempt_id)
+                fb = Feedback(attempt_id=attempt.id, kind=kind, stars=stars, critique=critique, text=text)
+                s.add(fb)
+                if stars == 5:
+                    turn = s.get(Turn, attempt.turn_id)
+                    assert turn is not None
+                    if turn.attempts_to_5 is None or turn.attempts_to_5 > attempt.number:
+                        turn.attempts_to_5 = attempt.number
+                s.flush()
+                return fb
+        except IntegrityError as exc:
+            raise StoreError(f"Feedback rejected by the database: {exc.orig}") from exc
+
+    def history(self, conversation_id: int, before_turn: int | None = None) -> list[tuple[str, str]]:
+        """(user message, last response) for each answered turn of a conversation, in order."""
+        with self.db.transaction() as s:
+            conv = self._owned(s, Conversation, conversation_id)
+            query = (
+                select(Turn)
+                .options(selectinload(Turn.attempts))
+                .where(Turn.conversation_id == conv.id)
+                .order_by(Turn.index)
+            )
+            pairs = []
+            for turn in s.scalars(query):
+                if before_turn is not None and turn.id == before_turn:
+                    break
+                if turn.attempts:
+                    pairs.append((turn.user_message, turn.attempts[-1].response))
+            return pairs
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _program_scope(self, s: Session, program: str | None) -> list[int]:
+        if program is None:
+            return list(s.scalars(select(Program.id).where(Program.user_id == self.user_id)))
+        return [self._program(s, program).id]
+
+    def stats(self, program: str | None = None) -> dict[str, Any]:
+        """Counts, the star histogram (each attempt's effective rating), and attempts-to-5 stars."""
+        with self.db.transaction() as s:
+            ids = self._program_scope(s, program)
+            turn_q = (
+                select(Turn.id, Turn.attempts_to_5).join(Conversation).where(Conversation.program_id.in_(ids))
+            )
+            turns = s.execute(turn_q).all()
+            attempts = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Attempt)
+                    .join(Turn)
+                    .join(Conversation)
+                    .where(Conversation.program_id.in_(ids))
+                )
+                or 0
+            )
+            fb_rows = s.execute(
+                select(Feedback.attempt_id, Feedback.kind, Feedback.stars)
+                .join(Attempt)
+                .join(Turn)
+                .join(Conversation)
+                .where(Conversation.program_id.in_(ids))
+                .order_by(Feedback.id)
+            ).all()
+        ratings = effective_ratings((a, k, st) for a, k, st in fb_rows)
+        histogram = Counter(ratings.values())
+        reached = [t.attempts_to_5 for t in turns if t.attempts_to_5]
+        kinds = Counter(k for _, k, _ in fb_rows)
+        return {
+            "program": program,
+            "turns": len(turns),
+            "attempts": attempts,
+            "rated_attempts": len(ratings),
+            "ratings": {str(n): histogram.get(n, 0) for n in range(1, 6)},
+            "mean_stars": round(sum(ratings.values()) / len(ratings), 3) if ratings else None,
+            "turns_reaching_5": len(reached),
+            "mean_attempts_to_5": round(sum(reached) / len(reached), 3) if reached else None,
+            "mean_score": round(sum(1 / n for n in reached) / len(turns), 3) if turns else None,
+            "captures": kinds.get("praise", 0),
+            "feedback": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS},
+        }
+
+    def captures(self, program: str | None = None) -> list[Capture]:
+        """Every praised attempt with the exact prompt that produced it, oldest first."""
+        with self.db.transaction() as s:
+            ids = self._program_scope(s, program)
+            rows = s.execute(
+                select(Feedback, Attempt, Turn, Conversation, Program.name)
+                .join(Attempt, Feedback.attempt_id == Attempt.id)
+                .join(Turn)
+                .join(Conversation)
+                .join(Program, Program.id == Conversation.program_id)
+                .where(Conversation.program_id.in_(ids), Feedback.kind == "praise")
+                .order_by(Feedback.id)
+            ).all()
+            captures = []
+            for fb, attempt, turn, conv, program_name in rows:
+                system = "\n\n".join(m["content"] for m in attempt.messages if m.get("role") == "system")
+                captures.append(
+                    Capture(
+                        captured_at=fb.created_at,
+                        praise=fb.text or "",
+                        user_message=turn.user_message,
+                        system_prompt=system,
+                        response=attempt.response,
+                        metadata={
+                            "program": program_name,
+                            "conversation_id": conv.id,
+                            "turn_id": turn.id,
+                            "attempt_id": attempt.id,
+                            "attempt_number": attempt.number,
+                            "version_id": attempt.version_id,
+                            "model": attempt.model_spec,
+                            "timestamp": attempt.created_at.isoformat(timespec="seconds"),
+                        },
+                    )
+                )
+            return captures
+
+    def latest_attempt_id(self) -> int | None:
+        """The newest attempt of this user, if any."""
+        with self.db.transaction() as s:
+            return s.scalar(
+                select(func.max(Attempt.id)).join(Turn).join(Conversation)
+                .join(Program, Program.id == Conversation.program_id).where(Program.user_id == self.user_id)
+            )
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table across all users (used to prove that bad input changed nothing)."""
+        with self.db.transaction() as s:
+            return {
+                t.name: s.scalar(select(func.count()).select_from(t)) or 0
+                for t in Base.metadata.sorted_tables
+            }
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        with self.db.transaction() as s:
+            conv = self._owned(s, Conversation, conversation_id)
+            s.execute(delete(Conversation).where(Conversation.id == conv.id))
+
+
+def effective_ratings(feedback: Any) -> dict[int, int]:
+    """Map attempt id → stars from (attempt_id, kind, stars) rows in time order.
+
+    The latest explicit rating wins; without one, the latest other rating (praise, imported,
+    implicit) counts.
+    """
+    explicit: dict[int, int] = {}
+    other: dict[int, int] = {}
+    for attempt_id, kind, stars in feedback:
+        if stars is None:
+            continue
+        (explicit if kind == "explicit" else other)[attempt_id] = stars
+    return other | explicit
