@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from fakes import FakeOpenAI, build_tiny_model
 
 
@@ -16,8 +17,13 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own MINETUNE_HOME and no ambient model/key settings."""
     home = tmp_path / "home"
     monkeypatch.setenv("MINETUNE_HOME", str(home))
-    for var in ("MINETUNE_MODEL", "MINETUNE_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                "MINETUNE_RETRY_LIMIT"):
+    for var in (
+        "MINETUNE_MODEL",
+        "MINETUNE_DATABASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "MINETUNE_RETRY_LIMIT",
+    ):
         monkeypatch.delenv(var, raising=False)
     # Nothing listens here, so auto-detection never finds a real Ollama on the machine.
     monkeypatch.setenv("MINETUNE_OLLAMA_URL", "http://127.0.0.1:9")
@@ -42,9 +48,11 @@ POSTGRES_URL = os.environ.get("MINETUNE_TEST_POSTGRES_URL")
 
 
 def _backends() -> list[object]:
+    # In CI the PostgreSQL runs are required: a missing URL fails them instead of skipping.
+    skip = not POSTGRES_URL and not os.environ.get("CI")
     postgres = pytest.param(
         "postgres",
-        marks=pytest.mark.skipif(not POSTGRES_URL, reason="MINETUNE_TEST_POSTGRES_URL not set"),
+        marks=[pytest.mark.postgres, pytest.mark.skipif(skip, reason="MINETUNE_TEST_POSTGRES_URL not set")],
     )
     return ["sqlite", postgres]
 
@@ -55,7 +63,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: py
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.db'}"
     else:
-        assert POSTGRES_URL
+        assert POSTGRES_URL, "CI must set MINETUNE_TEST_POSTGRES_URL (see .ci/run)"
         url = _fresh_postgres_schema(POSTGRES_URL)
     monkeypatch.setenv("MINETUNE_DATABASE_URL", url)
     return url

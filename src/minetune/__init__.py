@@ -32,7 +32,20 @@ _EXPORTS = {
     "MinetuneError": "minetune.errors",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "MinetuneError",
+    "PraiseDetector",
+    "Response",
+    "Session",
+    "Settings",
+    "Store",
+    "__version__",
+    "load_settings",
+    "parse_spec",
+    "resolve_model",
+]
 
 if TYPE_CHECKING:
     from minetune.config import Settings, load_settings

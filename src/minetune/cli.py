@@ -20,16 +20,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-program_app = typer.Typer(help="Create, inspect, activate and roll back programs (personas or tasks).",
-                          no_args_is_help=True)
+program_app = typer.Typer(
+    help="Create, inspect, activate and roll back programs (personas or tasks).", no_args_is_help=True
+)
 app.add_typer(program_app, name="program")
 
 out = Console()
 err = Console(stderr=True)
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="Data folder (default: $MINETUNE_HOME or ~/.minetune).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model spec, e.g. ollama:llama3.2, openai:gpt-4o-mini, "
-                                              "openai-compatible:NAME@http://127.0.0.1:8080/v1, hf:./my-model.")]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Data folder (default: $MINETUNE_HOME or ~/.minetune).")
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Model spec, e.g. ollama:llama3.2, openai:gpt-4o-mini, "
+        "openai-compatible:NAME@http://127.0.0.1:8080/v1, hf:./my-model.",
+    ),
+]
 ProgramOpt = Annotated[str, typer.Option("--program", "-p", help="Program name.")]
 
 
@@ -80,8 +89,10 @@ def chat(
 
     with Session(Store.open(settings), settings, program, model or settings.model) as session:
         version = session.version
-        out.print(f"[bold]minetune[/] · program [cyan]{session.program}[/] v{version.number} · "
-                  f"model [cyan]{session.model(version).spec}[/] · /help for commands")
+        out.print(
+            f"[bold]minetune[/] · program [cyan]{session.program}[/] v{version.number} · "
+            f"model [cyan]{session.model(version).spec}[/] · /help for commands"
+        )
         lines = _input_lines(interactive)
         for line in lines:
             try:
@@ -112,7 +123,9 @@ def _chat_line(session: Any, line: str) -> bool:
     if not line.startswith("/"):
         _respond(lambda on_delta: session.send(line, on_delta=on_delta))
         if session.last_praise:
-            out.print(f"[green]★ praise noticed ({session.last_praise!r}): the previous answer was captured.[/]")
+            out.print(
+                f"[green]★ praise noticed ({session.last_praise!r}): the previous answer was captured.[/]"
+            )
         return True
     command, _, rest = line.partition(" ")
     rest = rest.strip()
@@ -125,7 +138,9 @@ def _chat_line(session: Any, line: str) -> bool:
 
         stars, critique = parse_rating_command(rest)
         session.rate(stars, critique)
-        out.print(f"[yellow]{'★' * stars}{'☆' * (5 - stars)}[/] recorded" + (" with critique" if critique else ""))
+        out.print(
+            f"[yellow]{'★' * stars}{'☆' * (5 - stars)}[/] recorded" + (" with critique" if critique else "")
+        )
     elif command == "/retry":
         _respond(lambda on_delta: session.retry(rest or None, on_delta=on_delta))
     elif command == "/new":
@@ -141,8 +156,10 @@ def _respond(call: Any) -> None:
     out.print("[bold blue]ai>[/] ", end="")
     response = call(lambda delta: out.print(delta, end="", markup=False, highlight=False, soft_wrap=True))
     out.print()
-    out.print(f"[dim]attempt {response.number} · {response.model} · v{response.version} · "
-              f"{response.latency_ms / 1000:.1f}s · /rate 1-5 [critique], /retry[/]")
+    out.print(
+        f"[dim]attempt {response.number} · {response.model} · v{response.version} · "
+        f"{response.latency_ms / 1000:.1f}s · /rate 1-5 [critique], /retry[/]"
+    )
 
 
 # -- rating outside chat --------------------------------------------------------------------
@@ -182,8 +199,16 @@ def stats(
         print(json.dumps(data, indent=2))
         return
     table = Table(title=f"minetune stats · {program or 'all programs'}", show_header=False)
-    for key in ("turns", "attempts", "rated_attempts", "mean_stars", "turns_reaching_5",
-                "mean_attempts_to_5", "mean_score", "captures"):
+    for key in (
+        "turns",
+        "attempts",
+        "rated_attempts",
+        "mean_stars",
+        "turns_reaching_5",
+        "mean_attempts_to_5",
+        "mean_score",
+        "captures",
+    ):
         table.add_row(key.replace("_", " "), "—" if data[key] is None else str(data[key]))
     table.add_row("ratings", "  ".join(f"{k}★ {v}" for k, v in data["ratings"].items()))
     out.print(table)
@@ -240,8 +265,13 @@ def program_list(ctx: typer.Context) -> None:
     for program in store.programs():
         versions = store.versions(program.name)
         active = next(v for v in versions if v.id == program.active_version_id)
-        table.add_row(program.name, f"v{active.number}", str(len(versions)), active.model_spec or "(default)",
-                      program.description)
+        table.add_row(
+            program.name,
+            f"v{active.number}",
+            str(len(versions)),
+            active.model_spec or "(default)",
+            program.description,
+        )
     out.print(table)
 
 
@@ -258,8 +288,10 @@ def program_show(
     v = store.version(name, version) if version else store.active_version(name)
     fields = version_fields(v)
     active = store.program(name).active_version_id == v.id
-    out.print(f"[bold]{name}[/] v{v.number}{' (active)' if active else ''} · created {v.created_at:%Y-%m-%d %H:%M}"
-              + (f" · {v.note}" if v.note else ""))
+    out.print(
+        f"[bold]{name}[/] v{v.number}{' (active)' if active else ''} · created {v.created_at:%Y-%m-%d %H:%M}"
+        + (f" · {v.note}" if v.note else "")
+    )
     out.print(f"model: {fields['model_spec'] or '(default: MINETUNE_MODEL or auto-detect)'}")
     out.print(f"adapter: {fields['adapter'] or '(none)'}")
     out.print(f"lessons: {len(fields['lessons'])}  demo policy: {json.dumps(fields['demo_policy'])}")

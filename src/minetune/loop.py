@@ -107,11 +107,11 @@ class Session:
     def _generate(self, messages: list[Message], on_delta: DeltaCallback | None) -> tuple[Completion, float]:
         model = self.model()
         start = time.perf_counter()
-        kwargs = {"temperature": self.settings.temperature, "max_tokens": self.settings.max_tokens}
+        temperature, max_tokens = self.settings.temperature, self.settings.max_tokens
         if on_delta is None:
-            completion = model.complete(messages, **kwargs)
+            completion = model.complete(messages, temperature=temperature, max_tokens=max_tokens)
         else:
-            stream = model.stream(messages, **kwargs)
+            stream = model.stream(messages, temperature=temperature, max_tokens=max_tokens)
             for delta in stream:
                 on_delta(delta)
             assert stream.completion is not None
@@ -119,7 +119,11 @@ class Session:
         return completion, (time.perf_counter() - start) * 1000
 
     def _attempt_fields(
-        self, version: ProgramVersion, messages: list[Message], completion: Completion, latency: float,
+        self,
+        version: ProgramVersion,
+        messages: list[Message],
+        completion: Completion,
+        latency: float,
         critique: str | None,
     ) -> dict[str, object]:
         return {
@@ -135,8 +139,13 @@ class Session:
 
     def _response(self, attempt: Attempt, version: ProgramVersion) -> Response:
         self.last = Response(
-            attempt_id=attempt.id, turn_id=attempt.turn_id, number=attempt.number, text=attempt.response,
-            model=attempt.model_spec, version=version.number, latency_ms=attempt.latency_ms,
+            attempt_id=attempt.id,
+            turn_id=attempt.turn_id,
+            number=attempt.number,
+            text=attempt.response,
+            model=attempt.model_spec,
+            version=version.number,
+            latency_ms=attempt.latency_ms,
             messages=list(attempt.messages),
         )
         return self.last

@@ -28,25 +28,27 @@ def _timestamp(value: datetime) -> str:
 
 def render_capture(capture: Capture) -> str:
     """One capture as a markdown section."""
-    return "\n".join([
-        RULE,
-        f"## Example Captured: {_timestamp(capture.captured_at)}",
-        f"**Praise:** {capture.praise}",
-        RULE,
-        "",
-        "### User Message (n-3):",
-        _fence(capture.user_message),
-        "",
-        "### System Prompt with Memories (n-2):",
-        _fence(capture.system_prompt),
-        "",
-        "### Assistant Response (n-1):",
-        _fence(capture.response),
-        "",
-        "### Metadata:",
-        _fence(json.dumps(capture.metadata, indent=2, ensure_ascii=False), "json"),
-        "",
-    ])
+    return "\n".join(
+        [
+            RULE,
+            f"## Example Captured: {_timestamp(capture.captured_at)}",
+            f"**Praise:** {capture.praise}",
+            RULE,
+            "",
+            "### User Message (n-3):",
+            _fence(capture.user_message),
+            "",
+            "### System Prompt with Memories (n-2):",
+            _fence(capture.system_prompt),
+            "",
+            "### Assistant Response (n-1):",
+            _fence(capture.response),
+            "",
+            "### Metadata:",
+            _fence(json.dumps(capture.metadata, indent=2, ensure_ascii=False), "json"),
+            "",
+        ]
+    )
 
 
 def write_captures(captures: Iterable[Capture], out: Path) -> int:

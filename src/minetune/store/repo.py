@@ -270,11 +270,11 @@ class Store:
 
     def turn(self, turn_id: int) -> Turn:
         with self.db.transaction() as s:
-            return s.scalar(
+            return s.scalars(
                 select(Turn)
                 .options(selectinload(Turn.attempts).selectinload(Attempt.feedback))
                 .where(Turn.id == self._owned(s, Turn, turn_id).id)
-            )
+            ).one()
 
     def add_feedback(
         self,
@@ -417,8 +417,11 @@ class Store:
         """The newest attempt of this user, if any."""
         with self.db.transaction() as s:
             return s.scalar(
-                select(func.max(Attempt.id)).join(Turn).join(Conversation)
-                .join(Program, Program.id == Conversation.program_id).where(Program.user_id == self.user_id)
+                select(func.max(Attempt.id))
+                .join(Turn)
+                .join(Conversation)
+                .join(Program, Program.id == Conversation.program_id)
+                .where(Program.user_id == self.user_id)
             )
 
     def row_counts(self) -> dict[str, int]:

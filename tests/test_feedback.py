@@ -1,0 +1,311 @@
+"""Praise detection (seed 003 phrases, affirmatives, negation, look-alikes) and star parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from minetune.config import PraiseSettings
+from minetune.errors import FeedbackError
+from minetune.feedback import (
+    DEFAULT_AFFIRMATIVES,
+    DEFAULT_PRAISE_PHRASES,
+    NOT_PRAISE_IDIOMS,
+    PraiseDetector,
+    parse_rating_command,
+    parse_stars,
+)
+
+DETECTOR = PraiseDetector()
+
+# Every phrase of seed 003, in the forms a user would type, with the phrase detect() reports.
+SEED_PHRASES = [
+    ("good one timmy", "good one timmy"),
+    ("Good one, Timmy!", "good one timmy"),
+    ("good one, timmy", "good one timmy"),
+    ("Great response", "great response"),
+    ("Great response.", "great response"),
+    ("Excellent response!", "excellent response"),
+    ("excellent response, thanks", "excellent response"),
+    ("That was great", "that was great"),
+    ("That was great!", "that was great"),
+    ("That was excellent", "that was excellent"),
+    ("that was excellent, timmy.", "that was excellent"),
+    ("That was amazing!", "that was amazing"),
+    ("Wow, that was amazing!", "that was amazing"),
+    ("Perfect response.", "perfect response"),
+    ("perfect response mate", "perfect response"),
+    ("Nice one!", "nice one"),
+    ("nice one timmy", "nice one"),
+    ("Well done.", "well done"),
+    ("Well done, Timmy!", "well done"),
+    ("Good job!", "good job"),
+    ("good job buddy", "good job"),
+    ("That's good", "that's good"),
+    ("That\u2019s good.", "that's good"),
+    ("That's great!", "that's great"),
+    ("thats great", "that's great"),
+    ("I like that", "i like that"),
+    ("I like that!", "i like that"),
+    ("That's perfect", "that's perfect"),
+    ("that's perfect!!", "that's perfect"),
+    ("Good one!", "good one"),
+    ("haha good one", "good one"),
+    ("Oh wow, well done!", "well done"),
+    ("That was great, now tell me about Paris", "that was great"),
+    ("Nice one! Can you do another?", "nice one"),
+    ("Well-done, mate", "well done"),
+    ("That was *great*", "that was great"),
+    ("GOOD JOB", "good job"),
+]
+
+
+@pytest.mark.parametrize(("text", "phrase"), SEED_PHRASES)
+def test_seed_phrases_are_praise(text: str, phrase: str) -> None:
+    assert DETECTOR.detect(text) == phrase
+    assert DETECTOR.is_praise(text)
+
+
+def test_default_phrases_cover_seed() -> None:
+    assert set(DEFAULT_PRAISE_PHRASES) >= {
+        "good one timmy", "great response", "excellent response", "that was great",
+        "that was excellent", "that was amazing", "perfect response", "nice one", "well done",
+        "good job", "that's good", "that's great", "i like that", "that's perfect", "good one",
+    }
+    assert DEFAULT_AFFIRMATIVES == ("good", "nice", "perfect", "excellent", "great", "amazing")
+    # Each default phrase is praise on its own.
+    for phrase in DEFAULT_PRAISE_PHRASES:
+        assert DETECTOR.detect(phrase) == phrase
+
+
+def test_newline_is_a_hard_break() -> None:
+    # A phrase does not run across a newline; the short rule still sees "great".
+    assert DETECTOR.detect("ok   that's\n\ngreat") == "great"
+
+
+@pytest.mark.parametrize("word", DEFAULT_AFFIRMATIVES)
+@pytest.mark.parametrize(
+    "template", ["{w}", "{W}!", "{W}.", "{w}!!!", "very {w}", "{W}, thanks", "{W}, thanks Timmy", "wow {w}!"]
+)
+def test_short_affirmatives(word: str, template: str) -> None:
+    text = template.format(w=word, W=word.capitalize())
+    assert DETECTOR.detect(text) == word
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "good, now do the next one",
+        "Perfect, now make it shorter please",
+        "great, but shorten it a lot",
+        "that is really very nice",
+        "amazing how you always forget things",
+        "excellent, what else do you know",
+    ],
+)
+def test_four_or_more_words_are_not_short_praise(text: str) -> None:
+    assert len(text.split()) >= 4
+    assert DETECTOR.detect(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not good",
+        "Not perfect at all",
+        "that's not good",
+        "not great",
+        "no, not good",
+        "Nope, not nice",
+        "never good",
+        "hardly excellent",
+        "nothing amazing",
+        "isn't great",
+        "wasn\u2019t good",
+        "don't. perfect.",
+        "doesnt great",
+        "ain't perfect",
+        "couldn't nice",
+    ],
+)
+def test_negation_is_not_praise(text: str) -> None:
+    assert DETECTOR.detect(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "good grief, the server is down again",
+        "Good grief!",
+        "good lord",
+        "Good god, no",
+        "Good morning!",
+        "good afternoon timmy",
+        "Good evening",
+        "good night",
+        "Good luck!",
+        "good-bye",
+        "great scott!",
+        "Nice try.",
+        "oh good grief",
+        "nice try, timmy",
+        "Is it a good idea to learn Rust this year?",
+        "What's a good name for a cat?",
+        "That would be great if you could shorten it",
+        "I like that song you mentioned yesterday",
+        "That's great news about my job offer",
+        "That's great news!",
+        "that was great if it were true",
+        "Good?",
+        "That was great?",
+        "Is that good",
+        "was it good",
+        "Great news!",
+        "good to know",
+        "nice one, but make it shorter",
+        "That was great. However, the second half was wrong.",
+        "",
+        "   ",
+        "\n\t",
+        "!!!",
+    ],
+)
+def test_look_alikes_are_not_praise(text: str) -> None:
+    assert DETECTOR.detect(text) is None
+    assert not DETECTOR.is_praise(text)
+
+
+def test_idiom_tuple_is_configurable_by_code() -> None:
+    assert "good luck" in NOT_PRAISE_IDIOMS
+    lenient = PraiseDetector(idioms=())
+    assert lenient.detect("good luck") == "good"
+    assert DETECTOR.detect("good luck") is None
+
+
+def test_phrase_with_long_tail_is_not_praise() -> None:
+    assert DETECTOR.detect("good job timmy thanks") == "good job"
+    assert DETECTOR.detect("good job with the new essay") is None
+
+
+def test_extra_phrases_add_to_defaults() -> None:
+    detector = PraiseDetector(PraiseSettings(extra_phrases=("chef's kiss",)))
+    assert detector.detect("Chef\u2019s kiss, Timmy!") == "chef's kiss"
+    assert detector.detect("chefs kiss") == "chef's kiss"
+    assert detector.detect("Great response") == "great response"
+    assert DETECTOR.detect("chef's kiss") is None
+
+
+def test_extra_phrase_may_contain_a_negation() -> None:
+    detector = PraiseDetector(PraiseSettings(extra_phrases=("not bad",)))
+    assert detector.detect("Not bad at all!") == "not bad"
+    assert DETECTOR.detect("Not bad at all!") is None
+
+
+def test_empty_phrases_disable_phrase_rule() -> None:
+    detector = PraiseDetector(PraiseSettings(phrases=()))
+    assert detector.phrases == ()
+    assert detector.detect("That was great, now tell me about Paris") is None
+    assert detector.detect("Great response.") == "great"  # short rule still applies
+    assert DETECTOR.detect("That was great, now tell me about Paris") == "that was great"
+
+
+def test_phrases_replace_defaults() -> None:
+    detector = PraiseDetector(PraiseSettings(phrases=("Bravo, maestro",)))
+    assert detector.phrases == ("bravo maestro",)
+    assert detector.detect("Bravo maestro! what next") == "bravo maestro"
+    assert detector.detect("well done, now tell me about Paris") is None
+
+
+def test_affirmatives_override() -> None:
+    detector = PraiseDetector(PraiseSettings(affirmatives=("brilliant", "spot on")))
+    assert detector.detect("Brilliant!") == "brilliant"
+    assert detector.detect("spot on!") == "spot on"
+    assert detector.detect("Perfect!") is None
+    assert detector.detect("not brilliant") is None
+    assert PraiseDetector(PraiseSettings(affirmatives=())).detect("Perfect!") is None
+
+
+def test_max_short_words_one() -> None:
+    detector = PraiseDetector(PraiseSettings(max_short_words=1))
+    assert detector.detect("Perfect!") == "perfect"
+    assert detector.detect("very nice") is None
+    assert detector.detect("Great, thanks") is None
+    assert detector.detect("Nice one, thanks") == "nice one"  # phrase rule is unaffected
+    assert PraiseDetector(PraiseSettings(max_short_words=0)).detect("Perfect!") is None
+
+
+def test_max_short_words_larger() -> None:
+    detector = PraiseDetector(PraiseSettings(max_short_words=5))
+    assert detector.detect("that is really very nice") == "nice"
+    assert DETECTOR.detect("that is really very nice") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "stars"),
+    [
+        (1, 1),
+        (5, 5),
+        ("1", 1),
+        (" 3 ", 3),
+        ("5", 5),
+        (4.0, 4),
+        ("3/5", 3),
+        ("4 / 5", 4),
+        ("4*", 4),
+        ("2 stars", 2),
+        ("1 star", 1),
+        ("\u2605\u2605\u2605\u2605", 4),
+        ("\u2605\u2605\u2605\u2606\u2606", 3),
+        ("\u2b50\ufe0f\u2b50\ufe0f", 2),
+    ],
+)
+def test_parse_stars_valid(value: object, stars: int) -> None:
+    assert parse_stars(value) == stars
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0, 6, -1, "0", "6", "", " ", "x", "four", "4.5", 4.5, "3/10", "6/5", "\u2605" * 6,
+        None, True, [4], "1 2",
+    ],
+)
+def test_parse_stars_invalid(value: object) -> None:
+    with pytest.raises(FeedbackError, match="Stars must be a whole number from 1 to 5") as info:
+        parse_stars(value)
+    assert f"got '{value}'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ("2 too long", (2, "too long")),
+        ("5", (5, None)),
+        ("  5  ", (5, None)),
+        ("1 wrong name for my cat", (1, "wrong name for my cat")),
+        ("3/5 meh", (3, "meh")),
+        ("4 stars", (4, None)),
+        ("4 stars great answer", (4, "great answer")),
+        ("2: too long", (2, "too long")),
+        ("2 - too long", (2, "too long")),
+        ("4 out of 5", (4, None)),
+        ("\u2605\u2605\u2605 ok I guess", (3, "ok I guess")),
+    ],
+)
+def test_parse_rating_command_valid(args: str, expected: tuple[int, str | None]) -> None:
+    assert parse_rating_command(args) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("", "star rating from 1 to 5"),
+        ("   ", "star rating from 1 to 5"),
+        ("x", "got 'x'"),
+        ("6", "got '6'"),
+        ("0 nope", "got '0'"),
+        ("too long 2", "got 'too'"),
+    ],
+)
+def test_parse_rating_command_invalid(args: str, message: str) -> None:
+    with pytest.raises(FeedbackError, match=message):
+        parse_rating_command(args)
