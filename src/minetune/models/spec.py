@@ -1,0 +1,89 @@
+"""Model spec strings: one short string picks the backend and the model.
+
+Valid forms::
+
+    openai:<model>                              OpenAI API (OPENAI_API_KEY, OPENAI_BASE_URL)
+    ollama:<model>                              a local Ollama server (MINETUNE_OLLAMA_URL)
+    openai-compatible:<model>@<http(s)://url>   any OpenAI-compatible server (vLLM, llama.cpp, ...)
+    hf:<local dir or hub id>[?adapter=<dir>]    local transformers model, optionally with a LoRA adapter
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from minetune.errors import ModelError
+
+BACKENDS = ("openai", "ollama", "openai-compatible", "hf")
+
+VALID_FORMS = (
+    "openai:<model>, ollama:<model>, openai-compatible:<model>@<http(s)://base-url>, "
+    "hf:<local dir or hub id>[?adapter=<dir>]"
+)
+
+_ADAPTER_MARK = "?adapter="
+_URL_AT = re.compile(r"@(?=https?://)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec. ``raw`` is the normalised spec string it came from."""
+
+    backend: str
+    model: str
+    base_url: str | None = None
+    adapter: str | None = None
+    raw: str = ""
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def _invalid(raw: str, problem: str) -> ModelError:
+    return ModelError(f"Invalid model spec {raw!r}: {problem}. Use one of: {VALID_FORMS}")
+
+
+def parse_spec(raw: str) -> ModelSpec:
+    """Parse a model spec string; raise :class:`ModelError` naming the valid forms when it is wrong."""
+    text = (raw or "").strip()
+    prefix, sep, rest = text.partition(":")
+    backend = prefix.strip().lower()
+    if not sep or backend not in BACKENDS:
+        problem = "missing backend prefix" if not sep else f"unknown backend {prefix.strip()!r}"
+        raise _invalid(text, problem)
+    rest = rest.strip()
+    base_url: str | None = None
+    adapter: str | None = None
+
+    if backend == "openai-compatible":
+        match = _URL_AT.search(rest)
+        if match is None:
+            raise _invalid(text, "missing base URL (add @http://host:port/v1 after the model name)")
+        model = rest[: match.start()].strip()
+        base_url = rest[match.end():].strip().rstrip("/")
+        if not re.match(r"https?://[^/\s]+", base_url, re.IGNORECASE):
+            raise _invalid(text, "the base URL has no host")
+    elif backend == "hf":
+        model, mark, adapter_part = rest.partition(_ADAPTER_MARK)
+        model = model.strip()
+        if mark:
+            adapter = adapter_part.strip()
+            if not adapter:
+                raise _invalid(text, "empty adapter directory after ?adapter=")
+    else:
+        model = rest
+
+    if not model:
+        raise _invalid(text, "empty model name")
+    return ModelSpec(backend=backend, model=model, base_url=base_url, adapter=adapter,
+                     raw=_normalise(backend, model, base_url, adapter))
+
+
+def _normalise(backend: str, model: str, base_url: str | None, adapter: str | None) -> str:
+    raw = f"{backend}:{model}"
+    if base_url:
+        raw += f"@{base_url}"
+    if adapter:
+        raw += f"{_ADAPTER_MARK}{adapter}"
+    return raw
