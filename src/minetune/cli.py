@@ -5,55 +5,49 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 from rich.console import Console
 from rich.table import Table
 
 from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError
 
-app = typer.Typer(
-    help="minetune: a personal AI program that learns on the job from your ratings, critiques and praise.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-program_app = typer.Typer(
-    help="Create, inspect, activate and roll back programs (personas or tasks).", no_args_is_help=True
-)
-app.add_typer(program_app, name="program")
-
 out = Console()
 err = Console(stderr=True)
 
-HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="Data folder (default: $MINETUNE_HOME or ~/.minetune).")
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        help="Model spec, e.g. ollama:llama3.2, openai:gpt-4o-mini, "
-        "openai-compatible:NAME@http://127.0.0.1:8080/v1, hf:./my-model.",
-    ),
-]
-ProgramOpt = Annotated[str, typer.Option("--program", "-p", help="Program name.")]
+MODEL_HELP = (
+    "Model spec, e.g. ollama:llama3.2, openai:gpt-4o-mini, "
+    "openai-compatible:NAME@http://127.0.0.1:8080/v1, hf:./my-model."
+)
+model_option = click.option("--model", "model", metavar="SPEC", help=MODEL_HELP)
+program_option = click.option("--program", "-p", "program", default="default", show_default=True,
+                              help="Program name.")
 
 
-@app.callback()
-def main_options(ctx: typer.Context, home: HomeOpt = None, model: ModelOpt = None) -> None:
-    """Global options apply to every command."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False),
+              help="Data folder (default: $MINETUNE_HOME or ~/.minetune).")
+@model_option
+@click.version_option(package_name="minetune")
+@click.pass_context
+def app(ctx: click.Context, home: Path | None, model: str | None) -> None:
+    """minetune: a personal AI program that learns on the job from your ratings, critiques and praise."""
     ctx.obj = {"home": home, "model": model}
 
 
-def _settings(ctx: typer.Context, model: str | None = None) -> Settings:
+@app.group("program")
+def program_app() -> None:
+    """Create, inspect, activate and roll back programs (personas or tasks)."""
+
+
+def _settings(ctx: click.Context, model: str | None = None) -> Settings:
     obj = ctx.find_root().obj or {}
     return load_settings(obj.get("home"), model=model or obj.get("model"))
 
 
-def _store(ctx: typer.Context) -> Any:
+def _store(ctx: click.Context) -> Any:
     from minetune.store import Store
 
     return Store.open(_settings(ctx))
@@ -71,15 +65,22 @@ Anything else is sent as a message. Praise such as "perfect" or "good one" is no
 
 
 @app.command()
-def chat(
-    ctx: typer.Context,
-    program: ProgramOpt = "default",
-    model: ModelOpt = None,
-) -> None:
+@program_option
+@model_option
+@click.pass_context
+def chat(ctx: click.Context, program: str, model: str | None) -> None:
     """Chat in the terminal; rate, critique and retry every answer.
 
-    When standard input is not a terminal, each input line is one message or command, so a
-    session can be scripted: printf 'hi\\n/rate 2 too long\\n/retry\\n/rate 5\\n' | minetune chat
+    \b
+    /rate N [critique]   rate the last answer 1-5, optionally with a critique
+    /retry [critique]    answer again with your rating and critique folded in
+    /new, /help, /quit
+
+    When standard input is not a terminal, each line is one message or command, so a session
+    can be scripted (the first error stops it with exit code 1):
+
+    \b
+      printf 'hi\\n/rate 2 too long\\n/retry\\n/rate 5\\n' | minetune chat
     """
     from minetune.loop import Session
 
@@ -101,7 +102,7 @@ def chat(
             except MinetuneError as exc:
                 err.print(f"[red]error:[/] {exc}", highlight=False)
                 if not interactive:
-                    raise typer.Exit(1) from None
+                    raise SystemExit(1) from None
 
 
 def _input_lines(interactive: bool) -> Any:
@@ -166,13 +167,12 @@ def _respond(call: Any) -> None:
 
 
 @app.command()
-def rate(
-    ctx: typer.Context,
-    stars: Annotated[str, typer.Argument(help="1 to 5.")],
-    critique: Annotated[str | None, typer.Argument(help="What to do better.")] = None,
-    attempt: Annotated[int | None, typer.Option(help="Attempt id (default: the newest attempt).")] = None,
-) -> None:
-    """Rate a stored answer (the newest by default) from a script."""
+@click.argument("stars")
+@click.argument("critique", required=False)
+@click.option("--attempt", type=int, help="Attempt id (default: the newest attempt).")
+@click.pass_context
+def rate(ctx: click.Context, stars: str, critique: str | None, attempt: int | None) -> None:
+    """Rate a stored answer (the newest by default) STARS 1-5, with an optional CRITIQUE."""
     from minetune.feedback import parse_stars
 
     value = parse_stars(stars)  # validate before touching the store
@@ -188,11 +188,10 @@ def rate(
 
 
 @app.command()
-def stats(
-    ctx: typer.Context,
-    program: Annotated[str | None, typer.Option("--program", "-p", help="Only this program.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def stats(ctx: click.Context, program: str | None, as_json: bool) -> None:
     """Turns, attempts, the star histogram, attempts-to-5★ and captures."""
     data = _store(ctx).stats(program)
     if as_json:
@@ -218,12 +217,12 @@ EXPORT_FORMATS = ("capture-md",)
 
 
 @app.command()
-def export(
-    ctx: typer.Context,
-    format: Annotated[str, typer.Option("--format", "-f", help="One of: " + ", ".join(EXPORT_FORMATS))],
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
-    program: Annotated[str | None, typer.Option("--program", "-p", help="Only this program.")] = None,
-) -> None:
+@click.option("--format", "-f", "format", required=True, help="One of: " + ", ".join(EXPORT_FORMATS))
+@click.option("--out", "-o", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="File to write.")
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.pass_context
+def export(ctx: click.Context, format: str, out_file: Path, program: str | None) -> None:
     """Export stored data; capture-md writes praised exchanges in the capture markdown layout."""
     if format not in EXPORT_FORMATS:
         raise MinetuneError(f"Unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
@@ -237,13 +236,16 @@ def export(
 
 
 @program_app.command("create")
+@click.argument("name")
+@click.option("--instructions", help="System instructions.")
+@click.option("--instructions-file", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Read instructions from a file.")
+@model_option
+@click.option("--description", default="", help="A short description.")
+@click.pass_context
 def program_create(
-    ctx: typer.Context,
-    name: str,
-    instructions: Annotated[str | None, typer.Option(help="System instructions.")] = None,
-    instructions_file: Annotated[Path | None, typer.Option(help="Read instructions from a file.")] = None,
-    model: ModelOpt = None,
-    description: Annotated[str, typer.Option(help="A short description.")] = "",
+    ctx: click.Context, name: str, instructions: str | None, instructions_file: Path | None,
+    model: str | None, description: str,
 ) -> None:
     """Create a program with version 1 (instructions, optional model spec)."""
     from minetune.store.repo import DEFAULT_INSTRUCTIONS
@@ -258,7 +260,8 @@ def program_create(
 
 
 @program_app.command("list")
-def program_list(ctx: typer.Context) -> None:
+@click.pass_context
+def program_list(ctx: click.Context) -> None:
     """List programs with their active version."""
     store = _store(ctx)
     table = Table("program", "active", "versions", "model", "description")
@@ -276,11 +279,10 @@ def program_list(ctx: typer.Context) -> None:
 
 
 @program_app.command("show")
-def program_show(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument()] = "default",
-    version: Annotated[int | None, typer.Option(help="Version number (default: active).")] = None,
-) -> None:
+@click.argument("name", default="default")
+@click.option("--version", type=int, help="Version number (default: the active one).")
+@click.pass_context
+def program_show(ctx: click.Context, name: str, version: int | None) -> None:
     """Show a version: instructions, lessons, demo policy, model, and the rendered system prompt."""
     from minetune.program import render_system_prompt, version_fields
 
@@ -300,21 +302,30 @@ def program_show(
 
 
 @program_app.command("activate")
-def program_activate(ctx: typer.Context, name: str, version: int) -> None:
+@click.argument("name")
+@click.argument("version", type=int)
+@click.pass_context
+def program_activate(ctx: click.Context, name: str, version: int) -> None:
     """Make VERSION the active version of NAME."""
     v = _store(ctx).activate(name, version)
     out.print(f"Activated {name} v{v.number}.")
 
 
 @program_app.command("rollback")
-def program_rollback(ctx: typer.Context, name: Annotated[str, typer.Argument()] = "default") -> None:
+@click.argument("name", default="default")
+@click.pass_context
+def program_rollback(ctx: click.Context, name: str) -> None:
     """Activate the version the active one was derived from."""
     v = _store(ctx).rollback(name)
     out.print(f"Rolled {name} back to v{v.number}.")
 
 
 @program_app.command("diff")
-def program_diff(ctx: typer.Context, name: str, old: int, new: int) -> None:
+@click.argument("name")
+@click.argument("old", type=int)
+@click.argument("new", type=int)
+@click.pass_context
+def program_diff(ctx: click.Context, name: str, old: int, new: int) -> None:
     """Show what changed between two versions."""
     from minetune.program import diff_versions
 
@@ -326,7 +337,7 @@ def program_diff(ctx: typer.Context, name: str, old: int, new: int) -> None:
 def main() -> None:
     """Console-script entry point: user-facing errors become one line and exit code 1."""
     try:
-        app()
+        app(standalone_mode=True)
     except MinetuneError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(1)
