@@ -44,6 +44,10 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.responder: Callable[[dict[str, Any]], str] | None = None
+        # minetune's lesson-distilling calls are answered here and kept apart from chat requests.
+        self.reflection_requests: list[dict[str, Any]] = []
+        self.reflection_replies: deque[str] = deque()
+        self.reflection_default = '{"rule": null, "supersedes": []}'
         self.ollama_models: list[str] = ["fake:latest"] if ollama_models is None else ollama_models
         self.delay: float = 0.0  # seconds to sleep before answering a chat request
         self._replies: deque[str] = deque()
@@ -111,6 +115,10 @@ class FakeOpenAI:
     def _record(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, str | None, str]:
         """Store the request; return (request number, failure or None, reply text)."""
         with self._lock:
+            if _is_reflection(body):
+                self.reflection_requests.append(body)
+                reply = self.reflection_replies.popleft() if self.reflection_replies else self.reflection_default
+                return 200, None, reply
             self.requests.append(body)
             self.headers.append(headers)
             number = len(self.requests)
@@ -122,6 +130,13 @@ class FakeOpenAI:
             if self._replies:
                 return 200, None, self._replies.popleft()
             return 200, None, f"reply {number}"
+
+
+def _is_reflection(body: dict[str, Any]) -> bool:
+    from minetune.learn.lessons import REFLECTION_MARKER
+
+    messages = body.get("messages") or [{}]
+    return str(messages[0].get("content", "")).startswith(REFLECTION_MARKER)
 
 
 def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:

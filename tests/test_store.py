@@ -185,3 +185,42 @@ def test_unreachable_postgres_is_one_clear_error() -> None:
     with pytest.raises(StoreError, match="Cannot connect") as info:
         Store.open(settings)
     assert "secret" not in str(info.value)
+
+
+def test_ids_are_never_reused_after_a_delete(store: Store) -> None:
+    conv = store.start_conversation()
+    turn = store.add_turn(conv.id, "q")
+    attempt = _attempt(store, turn.id)
+    first = store.add_feedback(attempt, "explicit", 5).id
+    store.delete_turn(turn.id)
+    turn2 = store.add_turn(conv.id, "q2")
+    attempt2 = _attempt(store, turn2.id)
+    assert turn2.id > turn.id and attempt2 > attempt
+    assert store.add_feedback(attempt2, "explicit", 5).id > first
+
+
+def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from minetune.store.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001_initial")
+        conn.execute(text("INSERT INTO users (id, name, created_at) VALUES (1, 'local', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO programs (id, user_id, name, description, created_at) "
+                          "VALUES (1, 1, 'default', '', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO program_versions (id, program_id, number, instructions, lessons, "
+                          "demo_policy, note, created_at) VALUES (1, 1, 1, 'Be kind.', '[]', '{}', '', "
+                          "CURRENT_TIMESTAMP)"))
+        conn.execute(text("UPDATE programs SET active_version_id = 1"))
+    engine.dispose()
+    store = Store.open(load_settings(database_url=url))
+    version = store.active_version()
+    assert version.instructions == "Be kind." and version.sources == {}
+    store.close()

@@ -145,8 +145,7 @@ def _chat_line(session: Any, line: str) -> bool:
     elif command == "/retry":
         _respond(lambda on_delta: session.retry(rest or None, on_delta=on_delta))
     elif command == "/new":
-        session.conversation_id = None
-        session.last = None
+        session.new_conversation()
         out.print("Started a new conversation.")
     else:
         raise MinetuneError(f"Unknown command {command}; type /help for the list.")

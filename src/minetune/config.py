@@ -43,6 +43,9 @@ class Settings:
     max_tokens: int = 1024
     request_timeout: float = 120.0
     praise: PraiseSettings = field(default_factory=PraiseSettings)
+    embedder: str = "minilm"  # "minilm" (offline all-MiniLM-L6-v2) or a sentence-transformers model dir
+    reoptimize: bool = True  # re-optimize demos and lessons after every feedback
+    reflection_model: str | None = None  # model spec for distilling critiques; default: the program's
 
     @property
     def sqlite_path(self) -> Path:
@@ -99,6 +102,17 @@ def _positive_int(value: Any, name: str) -> int:
     return number
 
 
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     """Resolve settings; ``home`` and keyword overrides (e.g. ``model=``) win over the environment."""
     env = os.environ
@@ -117,5 +131,8 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         temperature=float(file_cfg.get("temperature", 0.7)),
         max_tokens=_positive_int(file_cfg.get("max_tokens", 1024), "max_tokens"),
         praise=_praise_settings(file_cfg.get("praise", {})),
+        embedder=env.get("MINETUNE_EMBEDDER") or file_cfg.get("embedder") or "minilm",
+        reoptimize=_flag(env.get("MINETUNE_REOPTIMIZE", file_cfg.get("reoptimize", True)), "reoptimize"),
+        reflection_model=env.get("MINETUNE_REFLECTION_MODEL") or file_cfg.get("reflection_model"),
     )
     return settings.with_overrides(**overrides)

@@ -24,6 +24,8 @@ from types import TracebackType
 from minetune.config import Settings, load_settings
 from minetune.errors import FeedbackError, MinetuneError
 from minetune.feedback import PraiseDetector, parse_stars
+from minetune.learn.demos import Demo
+from minetune.learn.reoptimize import Learner, LearningReport
 from minetune.models import ChatModel, resolve_model
 from minetune.models.base import Completion, Message
 from minetune.program import PriorAttempt, render_messages
@@ -68,6 +70,8 @@ class Session:
         self.conversation_id: int | None = None
         self.last: Response | None = None
         self.last_praise: str | None = None
+        self.last_learning: LearningReport | None = None
+        self.learner = Learner(store, settings, self.program)
 
     @classmethod
     def open(
@@ -125,8 +129,10 @@ class Session:
         completion: Completion,
         latency: float,
         critique: str | None,
+        demos: list[Demo],
     ) -> dict[str, object]:
         return {
+            "demo_attempt_ids": [d.attempt_id for d in demos],
             "version_id": version.id,
             "model_spec": self.model().spec,
             "messages": messages,
@@ -150,6 +156,11 @@ class Session:
         )
         return self.last
 
+    def new_conversation(self) -> None:
+        """Start a new conversation; the next message has no history."""
+        self.conversation_id = None
+        self.last = None
+
     # -- the loop -----------------------------------------------------------------------
 
     def send(self, message: str, on_delta: DeltaCallback | None = None) -> Response:
@@ -162,16 +173,22 @@ class Session:
             )
         self.last_praise = self._note_praise(message)
         version = self.version
-        history = self.store.history(self.conversation_id) if self.conversation_id else []
-        messages = render_messages(version, message, history)
+        history: list[tuple[str, str]] = []
+        earlier_turns: list[int] = []
+        if self.conversation_id is not None:
+            history = self.store.history(self.conversation_id)
+            earlier_turns = self.store.conversation_turn_ids(self.conversation_id)
+        demos, embedding = self.learner.demos_for(message, earlier_turns)
+        messages = render_messages(version, message, history, demos=demos)
         completion, latency = self._generate(messages, on_delta)
         if self.conversation_id is None:
             title = message.strip().splitlines()[0][:80]
             self.conversation_id = self.store.start_conversation(self.program, title=title).id
         turn = self.store.add_turn(self.conversation_id, message)
         attempt = self.store.add_attempt(
-            turn.id, **self._attempt_fields(version, messages, completion, latency, None)
+            turn.id, **self._attempt_fields(version, messages, completion, latency, None, demos)
         )
+        self.learner.remember_embedding(turn.id, embedding)
         return self._response(attempt, version)
 
     def _note_praise(self, message: str) -> str | None:
@@ -183,8 +200,17 @@ class Session:
             return None
         attempt = self.store.attempt(self.last.attempt_id)
         rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
-        self.store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message)
+        feedback = self.store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message)
+        self._reoptimize(feedback.id)
         return matched
+
+    def _reoptimize(self, feedback_id: int) -> None:
+        """Learn from one feedback event, when enabled; the feedback itself is already stored."""
+        if not self.settings.reoptimize:
+            return
+        spec = self.settings.reflection_model
+        reflector = resolve_model(self.settings, spec) if spec else self.model()
+        self.last_learning = self.learner.on_feedback(feedback_id, reflector)
 
     def _target(self, attempt_id: int | None) -> int:
         if attempt_id is not None:
@@ -197,7 +223,10 @@ class Session:
         """Rate an answer (default: the latest) 1-5 with an optional critique; returns the stars."""
         value = parse_stars(stars)
         critique = critique.strip() if critique and critique.strip() else None
-        self.store.add_feedback(self._target(attempt_id), "explicit", stars=value, critique=critique)
+        feedback = self.store.add_feedback(
+            self._target(attempt_id), "explicit", stars=value, critique=critique
+        )
+        self._reoptimize(feedback.id)
         return value
 
     def retry(self, critique: str | None = None, on_delta: DeltaCallback | None = None) -> Response:
@@ -214,16 +243,19 @@ class Session:
                 f"(set retry_limit in config.toml or MINETUNE_RETRY_LIMIT to allow more)."
             )
         if critique and critique.strip():
-            self.store.add_feedback(self.last.attempt_id, "explicit", critique=critique.strip())
+            feedback = self.store.add_feedback(self.last.attempt_id, "explicit", critique=critique.strip())
+            self._reoptimize(feedback.id)
             turn = self.store.turn(self.last.turn_id)
         priors = _prior_attempts(turn.attempts)
         version = self.version
         history = self.store.history(turn.conversation_id, before_turn=turn.id)
-        messages = render_messages(version, turn.user_message, history, priors)
+        turns = self.store.conversation_turn_ids(turn.conversation_id)
+        demos, _ = self.learner.demos_for(turn.user_message, turns)
+        messages = render_messages(version, turn.user_message, history, priors, demos)
         completion, latency = self._generate(messages, on_delta)
         latest_critique = priors[-1].critique if priors else None
         attempt = self.store.add_attempt(
-            turn.id, **self._attempt_fields(version, messages, completion, latency, latest_critique)
+            turn.id, **self._attempt_fields(version, messages, completion, latency, latest_critique, demos)
         )
         return self._response(attempt, version)
 

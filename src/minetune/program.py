@@ -46,12 +46,27 @@ def lesson_texts(version: VersionLike) -> list[str]:
     return texts
 
 
-def render_system_prompt(version: VersionLike) -> str:
-    """Instructions followed by the learned lessons, exactly as the model sees them."""
+class DemoLike(Protocol):
+    """A demo: a user message and the response the user rated highly."""
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def response(self) -> str: ...
+
+
+def render_system_prompt(version: VersionLike, demos: Sequence[DemoLike] = ()) -> str:
+    """Instructions, learned lessons and demos (pinned ones first), exactly as the model sees them."""
     parts = [version.instructions.strip()]
     lessons = lesson_texts(version)
     if lessons:
         parts.append("Lessons learned from your user's feedback:\n" + "\n".join(f"- {t}" for t in lessons))
+    pinned = [(d["user"], d["response"]) for d in (version.demo_policy or {}).get("pinned", [])]
+    examples = pinned + [(d.user, d.response) for d in demos if (d.user, d.response) not in pinned]
+    if examples:
+        shown = "\n\n".join(f"User: {u}\nAssistant: {r}" for u, r in examples)
+        parts.append("Examples of answers your user rated highly:\n\n" + shown)
     return "\n\n".join(p for p in parts if p)
 
 
@@ -70,11 +85,12 @@ def render_messages(
     message: str,
     history: Sequence[tuple[str, str]] = (),
     prior_attempts: Sequence[PriorAttempt] = (),
+    demos: Sequence[DemoLike] = (),
 ) -> list[Message]:
     """The full message list for one attempt: system prompt, conversation so far, the message,
     and for a retry each earlier attempt followed by its feedback."""
     messages: list[Message] = []
-    system = render_system_prompt(version)
+    system = render_system_prompt(version, demos)
     if system:
         messages.append({"role": "system", "content": system})
     for user_text, assistant_text in history:

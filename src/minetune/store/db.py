@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from minetune.errors import StoreError
 
 # The newest migration in store/migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0001_initial"
+HEAD_REVISION = "0002_learning"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

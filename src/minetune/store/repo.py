@@ -8,6 +8,7 @@ objects: read them, don't modify them.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +25,11 @@ from minetune.store.schema import (
     Base,
     Conversation,
     Feedback,
+    Lesson,
     Program,
     ProgramVersion,
     Turn,
+    TurnEmbedding,
     User,
 )
 
@@ -34,7 +37,7 @@ DEFAULT_PROGRAM = "default"
 DEFAULT_USER = "local"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 
-_VERSION_FIELDS = ("instructions", "lessons", "demo_policy", "model_spec", "adapter")
+_VERSION_FIELDS = ("instructions", "lessons", "demo_policy", "model_spec", "adapter", "sources")
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ class Store:
             latest = s.scalar(
                 select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id)
             )
-            fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | changes
+            fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | {"sources": {}} | changes
             version = ProgramVersion(
                 program_id=prog.id, number=(latest or 0) + 1, parent_id=parent.id, note=note, **fields
             )
@@ -423,6 +426,179 @@ class Store:
                 .join(Program, Program.id == Conversation.program_id)
                 .where(Program.user_id == self.user_id)
             )
+
+    # -- learning: demo candidates, embeddings, lessons -------------------------------------
+
+    def feedback_rows(self, program: str, turn_ids: list[int] | None = None) -> list[tuple[Any, ...]]:
+        """(attempt_id, turn_id, conversation_id, user_message, response, kind, stars) per feedback
+        row of the program (optionally only some turns), oldest first."""
+        with self.db.transaction() as s:
+            query = (
+                select(
+                    Attempt.id,
+                    Turn.id,
+                    Conversation.id,
+                    Turn.user_message,
+                    Attempt.response,
+                    Feedback.kind,
+                    Feedback.stars,
+                )
+                .join(Attempt, Feedback.attempt_id == Attempt.id)
+                .join(Turn)
+                .join(Conversation)
+                .where(Conversation.program_id == self._program(s, program).id)
+                .order_by(Feedback.id)
+            )
+            if turn_ids is not None:
+                query = query.where(Turn.id.in_(turn_ids))
+            return [tuple(row) for row in s.execute(query)]
+
+    def feedback_since(self, program: str, after_id: int) -> tuple[int, list[int]]:
+        """(newest feedback id, ids of turns with feedback newer than ``after_id``) for a program."""
+        with self.db.transaction() as s:
+            rows = s.execute(
+                select(Feedback.id, Attempt.turn_id)
+                .join(Attempt, Feedback.attempt_id == Attempt.id)
+                .join(Turn)
+                .join(Conversation)
+                .where(Conversation.program_id == self._program(s, program).id, Feedback.id > after_id)
+            ).all()
+        if not rows:
+            return after_id, []
+        return max(r[0] for r in rows), sorted({r[1] for r in rows})
+
+    def turn_embeddings(self, turn_ids: list[int], model: str) -> dict[int, bytes]:
+        """Stored embeddings (raw float32 bytes) of these turns made with ``model``."""
+        if not turn_ids:
+            return {}
+        with self.db.transaction() as s:
+            rows = s.execute(
+                select(TurnEmbedding.turn_id, TurnEmbedding.vector).where(
+                    TurnEmbedding.turn_id.in_(turn_ids), TurnEmbedding.model == model
+                )
+            )
+            return {turn_id: vector for turn_id, vector in rows}
+
+    def save_turn_embeddings(self, vectors: dict[int, bytes], model: str, dim: int) -> None:
+        """Store (or replace) turn embeddings; each turn is embedded once per model."""
+        if not vectors:
+            return
+        with self.db.transaction() as s:
+            for turn_id, blob in vectors.items():
+                self._owned(s, Turn, turn_id)
+                s.merge(TurnEmbedding(turn_id=turn_id, model=model, dim=dim, vector=blob))
+
+    def conversation_turn_ids(self, conversation_id: int) -> list[int]:
+        with self.db.transaction() as s:
+            conv = self._owned(s, Conversation, conversation_id)
+            return list(s.scalars(select(Turn.id).where(Turn.conversation_id == conv.id)))
+
+    def existing_attempt_ids(self, attempt_ids: list[int]) -> set[int]:
+        """Which of these attempts still exist (and belong to this user)."""
+        if not attempt_ids:
+            return set()
+        with self.db.transaction() as s:
+            return set(
+                s.scalars(
+                    select(Attempt.id)
+                    .join(Turn)
+                    .join(Conversation)
+                    .join(Program, Program.id == Conversation.program_id)
+                    .where(Attempt.id.in_(attempt_ids), Program.user_id == self.user_id)
+                )
+            )
+
+    def delete_turn(self, turn_id: int) -> None:
+        """Delete a turn with its attempts, feedback and embedding."""
+        with self.db.transaction() as s:
+            turn = self._owned(s, Turn, turn_id)
+            s.execute(delete(Turn).where(Turn.id == turn.id))
+
+    def feedback(self, feedback_id: int) -> Feedback:
+        with self.db.transaction() as s:
+            return self._owned(s, Feedback, feedback_id)
+
+    def lessons(self, program: str = DEFAULT_PROGRAM, include_inactive: bool = False) -> list[Lesson]:
+        with self.db.transaction() as s:
+            query = select(Lesson).where(Lesson.program_id == self._program(s, program).id)
+            if not include_inactive:
+                query = query.where(Lesson.status == "active")
+            return list(s.scalars(query.order_by(Lesson.id)))
+
+    def _lesson(self, s: Session, program: Program, lesson_id: int) -> Lesson:
+        lesson = s.get(Lesson, lesson_id)
+        if lesson is None or lesson.program_id != program.id:
+            raise NotFoundError(f"Program {program.name!r} has no lesson {lesson_id}.")
+        return lesson
+
+    def change_lessons(
+        self,
+        program: str,
+        *,
+        add: Sequence[dict[str, Any]] = (),
+        edit: dict[int, str] | None = None,
+        retire: Sequence[int] = (),
+        supersede: dict[int, int] | None = None,
+        note: str = "",
+        sources: dict[str, Any] | None = None,
+    ) -> tuple[ProgramVersion, list[Lesson]]:
+        """Apply lesson changes and publish the active lessons as a new version, in one transaction.
+
+        ``add`` items are {"text", "origin", "feedback_id"}; ``supersede`` maps an old lesson id
+        to the index (in ``add``) of the lesson that replaces it. Returns the version and the
+        added lessons.
+        """
+        with self.db.transaction() as s:
+            prog = self._program(s, program)
+            added = []
+            for item in add:
+                text = str(item["text"]).strip()
+                if not text:
+                    raise StoreError("A lesson needs some text.")
+                lesson = Lesson(
+                    program_id=prog.id,
+                    text=text,
+                    origin=item.get("origin", "manual"),
+                    feedback_id=item.get("feedback_id"),
+                    status="active",
+                )
+                s.add(lesson)
+                added.append(lesson)
+            s.flush()
+            for lesson_id, text in (edit or {}).items():
+                if not text.strip():
+                    raise StoreError("A lesson needs some text.")
+                self._lesson(s, prog, lesson_id).text = text.strip()
+            for lesson_id in retire:
+                self._lesson(s, prog, lesson_id).status = "retired"
+            for old_id, new_index in (supersede or {}).items():
+                old = self._lesson(s, prog, old_id)
+                old.status = "superseded"
+                old.superseded_by_id = added[new_index].id
+            s.flush()
+            active = s.scalars(
+                select(Lesson)
+                .where(Lesson.program_id == prog.id, Lesson.status == "active")
+                .order_by(Lesson.id)
+            ).all()
+            parent = s.get(ProgramVersion, prog.active_version_id)
+            assert parent is not None
+            latest = s.scalar(
+                select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id)
+            )
+            version = ProgramVersion(
+                program_id=prog.id,
+                number=(latest or 0) + 1,
+                parent_id=parent.id,
+                **{f: getattr(parent, f) for f in _VERSION_FIELDS if f not in ("lessons", "sources")},
+                lessons=[{"id": lesson.id, "text": lesson.text} for lesson in active],
+                note=note,
+                sources=(sources or {}) | {"lessons": [lesson.id for lesson in active]},
+            )
+            s.add(version)
+            s.flush()
+            prog.active_version_id = version.id
+            return version, added
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table across all users (used to prove that bad input changed nothing)."""

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -31,10 +32,16 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+# SQLite reuses the largest rowid after a delete unless AUTOINCREMENT is on; ids are lineage
+# references and sync watermarks, so they must never be reused.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class User(Base):
     """An owner of programs. A single-user install has only the implicit ``local`` user."""
 
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -44,7 +51,7 @@ class Program(Base):
     """A persona or task; ``active_version_id`` points at the version that answers."""
 
     __tablename__ = "programs"
-    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    __table_args__ = (UniqueConstraint("user_id", "name"), NEVER_REUSE_IDS)
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -59,7 +66,7 @@ class ProgramVersion(Base):
     """An immutable snapshot: instructions, learned lessons, demo policy, model spec, adapter."""
 
     __tablename__ = "program_versions"
-    __table_args__ = (UniqueConstraint("program_id", "number"),)
+    __table_args__ = (UniqueConstraint("program_id", "number"), NEVER_REUSE_IDS)
     id: Mapped[int] = mapped_column(primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -70,11 +77,14 @@ class ProgramVersion(Base):
     model_spec: Mapped[str | None] = mapped_column(String(500))
     adapter: Mapped[str | None] = mapped_column(String(1000))
     note: Mapped[str] = mapped_column(Text, default="")
+    # Where this version came from: e.g. {"lessons": [ids], "optimizer": "dspy:MIPROv2", "files": [...]}
+    sources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    __table_args__ = NEVER_REUSE_IDS
     id: Mapped[int] = mapped_column(primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
     title: Mapped[str] = mapped_column(String(500), default="")
@@ -93,7 +103,7 @@ class Turn(Base):
     """
 
     __tablename__ = "turns"
-    __table_args__ = (UniqueConstraint("conversation_id", "index"),)
+    __table_args__ = (UniqueConstraint("conversation_id", "index"), NEVER_REUSE_IDS)
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
@@ -117,7 +127,7 @@ class Attempt(Base):
     """One response: exactly what was sent to the model and what came back."""
 
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("turn_id", "number"),)
+    __table_args__ = (UniqueConstraint("turn_id", "number"), NEVER_REUSE_IDS)
     id: Mapped[int] = mapped_column(primary_key=True)
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -129,6 +139,8 @@ class Attempt(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    # Attempt ids whose (user message, rated response) were shown to the model as demos.
+    demo_attempt_ids: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     turn: Mapped[Turn] = relationship(back_populates="attempts")
     feedback: Mapped[list[Feedback]] = relationship(
@@ -146,6 +158,7 @@ class Feedback(Base):
         CheckConstraint(
             "kind IN (" + ", ".join(f"'{k}'" for k in FEEDBACK_KINDS) + ")", name="ck_feedback_kind"
         ),
+        NEVER_REUSE_IDS,
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"), index=True)
@@ -155,6 +168,51 @@ class Feedback(Base):
     text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     attempt: Mapped[Attempt] = relationship(back_populates="feedback")
+
+
+class TurnEmbedding(Base):
+    """The embedding of a turn's user message (float32, L2-normalised), computed once."""
+
+    __tablename__ = "turn_embeddings"
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(500))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+LESSON_STATUSES = ("active", "retired", "superseded")
+
+
+class Lesson(Base):
+    """A short rule learned from feedback (or written by the user), rendered into the prompt while active."""
+
+    __tablename__ = "lessons"
+    __table_args__ = NEVER_REUSE_IDS
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    origin: Mapped[str] = mapped_column(
+        String(20), default="manual"
+    )  # reflection | manual | bootstrap | dspy
+    feedback_id: Mapped[int | None] = mapped_column(
+        ForeignKey("feedback.id", ondelete="SET NULL"), index=True
+    )
+    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class JudgeState(Base):
+    """A program's personal judge: the fitted preference model and its held-out agreement."""
+
+    __tablename__ = "judges"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), primary_key=True)
+    embedder: Mapped[str] = mapped_column(String(500))
+    n_ratings: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 @event.listens_for(Session, "before_flush")

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "programs",
@@ -36,6 +37,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("user_id", "name"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("programs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_programs_user_id"), ["user_id"], unique=False)
@@ -49,6 +51,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_conversations_program_id"), ["program_id"], unique=False)
@@ -73,6 +76,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["program_id"], ["programs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("program_id", "number"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("program_versions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_program_versions_program_id"), ["program_id"], unique=False)
@@ -93,6 +97,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["conversation_id"], ["conversations.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("conversation_id", "index"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("turns", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_turns_conversation_id"), ["conversation_id"], unique=False)
@@ -118,6 +123,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("turn_id", "number"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_attempts_turn_id"), ["turn_id"], unique=False)
@@ -136,6 +142,7 @@ def upgrade() -> None:
         sa.CheckConstraint("stars IS NULL OR (stars >= 1 AND stars <= 5)", name="ck_feedback_stars"),
         sa.ForeignKeyConstraint(["attempt_id"], ["attempts.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("feedback", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_feedback_attempt_id"), ["attempt_id"], unique=False)

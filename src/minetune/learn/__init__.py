@@ -1,0 +1,1 @@
+"""Prompt-level learning: embeddings, demos, lessons, the personal judge, persona bootstrap, DSPy."""

@@ -1,0 +1,193 @@
+"""Re-optimization after feedback: keep the demo index in sync and learn lessons from critiques.
+
+The demo index of a program is kept in memory per process and synchronised incrementally from
+the store: only feedback newer than the last seen id is read, so one new rating costs a couple of
+small indexed queries and a vector insert, whatever the size of the history.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from minetune.config import Settings
+from minetune.errors import MinetuneError
+from minetune.learn.demos import Demo, DemoIndex, accepted_candidates, policy_with_defaults
+from minetune.learn.embed import Embedder, from_bytes, load_embedder, to_bytes
+from minetune.models.base import ChatModel
+from minetune.store import Store
+
+_INDEXES: dict[tuple[str, int, int, str], _SyncedIndex] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass
+class _SyncedIndex:
+    index: DemoIndex
+    min_stars: int
+    last_feedback_id: int = 0
+
+
+@dataclass
+class LearningReport:
+    """What one re-optimization changed."""
+
+    demo_candidates: int = 0
+    turns_updated: int = 0
+    version: int | None = None
+    rule: str | None = None
+    superseded: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+
+class Learner:
+    """Prompt-level learning for one program of one store."""
+
+    def __init__(self, store: Store, settings: Settings, program: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.program = program
+        self._embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.settings.embedder)
+        return self._embedder
+
+    def _key(self) -> tuple[str, int, int, str]:
+        url = self.settings.resolved_database_url
+        return (url, self.store.user_id, self.store.program(self.program).id, self.settings.embedder)
+
+    def _policy(self) -> dict[str, Any]:
+        return policy_with_defaults(self.store.active_version(self.program).demo_policy)
+
+    # -- the demo index ------------------------------------------------------------------
+
+    def _synced(self) -> tuple[_SyncedIndex, int]:
+        """The program's index, brought up to date with feedback newer than it has seen."""
+        key = self._key()
+        with _LOCK:
+            state = _INDEXES.get(key)
+            min_stars = int(self._policy()["min_stars"])
+            if state is None or state.min_stars != min_stars:
+                state = _SyncedIndex(DemoIndex(), min_stars)
+                _INDEXES[key] = state
+            return state, self._apply_new_feedback(state)
+
+    def _apply_new_feedback(self, state: _SyncedIndex) -> int:
+        newest, turn_ids = self.store.feedback_since(self.program, state.last_feedback_id)
+        if not turn_ids:
+            return 0
+        rows = self.store.feedback_rows(self.program, turn_ids)
+        candidates = {c.turn_id: c for c in accepted_candidates(rows, state.min_stars)}
+        vectors = self._vectors(list(candidates), {c.turn_id: c.user for c in candidates.values()})
+        for turn_id in turn_ids:
+            if turn_id in candidates:
+                state.index.upsert(candidates[turn_id], vectors[turn_id])
+            else:
+                state.index.remove_turn(turn_id)
+        state.last_feedback_id = newest
+        return len(turn_ids)
+
+    def _vectors(self, turn_ids: list[int], texts: dict[int, str]) -> dict[int, np.ndarray]:
+        """Stored embeddings of these turns; missing ones are computed once and stored."""
+        name = self.settings.embedder
+        stored = self.store.turn_embeddings(turn_ids, name)
+        vectors = {t: from_bytes(blob, self.embedder.dim) for t, blob in stored.items()}
+        missing = [t for t in turn_ids if t not in vectors]
+        if missing:
+            fresh = self.embedder.encode([texts[t] for t in missing])
+            vectors.update(zip(missing, fresh, strict=True))
+            self.store.save_turn_embeddings(
+                {t: to_bytes(vectors[t]) for t in missing}, name, self.embedder.dim
+            )
+        return vectors
+
+    def embed(self, text: str) -> np.ndarray:
+        return self.embedder.encode([text])[0]
+
+    def demos_for(
+        self, message: str, exclude_turns: Sequence[int] = ()
+    ) -> tuple[list[Demo], np.ndarray | None]:
+        """Demos for ``message`` under the active policy, and the message's embedding (None when
+        there are no candidates, so the embedder is not loaded for nothing)."""
+        state, _ = self._synced()
+        if not len(state.index):
+            return [], None
+        query = self.embed(message)
+        demos = state.index.select(query, self._policy(), exclude_turns)
+        alive = self.store.existing_attempt_ids([d.attempt_id for d in demos])
+        for demo in demos:
+            if demo.attempt_id not in alive:  # deleted elsewhere since the index saw it
+                state.index.remove_turn(demo.turn_id)
+        return [d for d in demos if d.attempt_id in alive], query
+
+    def remember_embedding(self, turn_id: int, vector: np.ndarray | None) -> None:
+        if vector is not None:
+            name, dim = self.settings.embedder, self.embedder.dim
+            self.store.save_turn_embeddings({turn_id: to_bytes(vector)}, name, dim)
+
+    def forget_turn(self, turn_id: int) -> None:
+        """Delete a turn everywhere, including the in-memory index."""
+        self.store.delete_turn(turn_id)
+        with _LOCK:
+            for state in _INDEXES.values():
+                state.index.remove_turn(turn_id)
+
+    # -- after feedback -------------------------------------------------------------------
+
+    def on_feedback(self, feedback_id: int, model: ChatModel | None = None) -> LearningReport:
+        """Re-optimize after one feedback event: sync demos; distil a critique into a lesson."""
+        start = time.perf_counter()
+        report = LearningReport()
+        state, report.turns_updated = self._synced()
+        report.demo_candidates = len(state.index)
+        feedback = self.store.feedback(feedback_id)
+        if feedback.critique and model is not None:
+            self._learn_lesson(feedback_id, feedback.critique, feedback.stars, model, report)
+        report.elapsed_ms = (time.perf_counter() - start) * 1000
+        return report
+
+    def _learn_lesson(
+        self, feedback_id: int, critique: str, stars: int | None, model: ChatModel, report: LearningReport
+    ) -> None:
+        from minetune.learn.lessons import learn_from_critique
+
+        attempt = self.store.attempt(self.store.feedback(feedback_id).attempt_id)
+        turn = self.store.turn(attempt.turn_id)
+        try:
+            version, reflection = learn_from_critique(
+                self.store,
+                self.program,
+                model,
+                feedback_id,
+                turn.user_message,
+                attempt.response,
+                stars,
+                critique,
+            )
+        except MinetuneError as exc:
+            report.warnings.append(f"No lesson learned: {exc}")
+            return
+        report.rule = reflection.rule
+        report.superseded = reflection.supersedes
+        report.version = version.number if version is not None else None
+
+    def rebuild(self) -> LearningReport:
+        """Forget the in-memory index and rebuild it from the store (``minetune optimize``)."""
+        start = time.perf_counter()
+        with _LOCK:
+            _INDEXES.pop(self._key(), None)
+        state, updated = self._synced()
+        return LearningReport(
+            demo_candidates=len(state.index),
+            turns_updated=updated,
+            elapsed_ms=(time.perf_counter() - start) * 1000,
+        )
