@@ -21,12 +21,15 @@ and the best possible pick. "ceiling" is the agreement of the noiseless hidden s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import hashlib
 import os
 import platform
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -353,9 +356,11 @@ def timings(msg: np.ndarray, resp: np.ndarray, stars: np.ndarray, alpha: float, 
 
 
 def encode_pool(pool: list[Pair], cache: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    texts = [f"{p.prompt}\x00{p.response}" for p in pool]
+    fingerprint = hashlib.sha256("\x01".join(texts).encode()).hexdigest()
     if cache and os.path.exists(cache):
         data = np.load(cache)
-        if data["msg"].shape[0] == len(pool):
+        if str(data["fingerprint"]) == fingerprint:
             return data["msg"], data["resp"], f"embeddings read from {cache}"
     start = time.perf_counter()
     embedder = load_embedder()
@@ -370,7 +375,7 @@ def encode_pool(pool: list[Pair], cache: str | None) -> tuple[np.ndarray, np.nda
         f"pool encoded in {time.perf_counter() - start:.1f} s"
     )
     if cache:
-        np.savez(cache, msg=msg, resp=resp)
+        np.savez(cache, msg=msg, resp=resp, fingerprint=np.array(fingerprint))
     return msg, resp, note
 
 
@@ -401,18 +406,23 @@ def main() -> None:
         f"{args.repeats} random rating orders per user (mean±sd); noise sd {args.noise}"
     )
     users = list(USERS) if args.user == "all" else [args.user]
-    for user in users:
-        run_user(user, pool, msg, resp, args)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        single_thread: Any = None
+        print("(threadpoolctl not installed: everything runs with the default BLAS threads)")
+    else:
+        single_thread = threadpool_limits
+    # Agreement does not depend on threads; one BLAS thread is faster for these small solves.
+    with single_thread(limits=1, user_api="blas") if single_thread else contextlib.nullcontext():
+        for user in users:
+            run_user(user, pool, msg, resp, args)
 
     print("\nspeed (judge holding 200-260 ratings; median and p90 over 60 adds / 300 ranks):")
     stars = to_stars(np.array([hidden_score(p, users[0]) for p in pool]))
     timings(msg, resp, stars, args.alpha, "BLAS threads: default")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("  (threadpoolctl not installed: no single-thread BLAS run)")
-    else:
-        with threadpool_limits(limits=1, user_api="blas"):
+    if single_thread:
+        with single_thread(limits=1, user_api="blas"):
             timings(msg, resp, stars, args.alpha, "BLAS threads: 1")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 

@@ -41,6 +41,7 @@ import importlib.util
 import inspect
 import json
 import os
+import random
 import re
 import sys
 import threading
@@ -70,7 +71,11 @@ OPTIMIZERS = ("LabeledFewShot", "BootstrapFewShot", "KNNFewShot", "MIPROv2", "GE
 """The DSPy optimizers :func:`optimize` runs."""
 
 DEFAULT_MAX_LM_CALLS = 300
-"""Hard cap on model requests per :func:`optimize` run (evaluation before and after included)."""
+"""Default hard cap on the optimizer's model requests in one :func:`optimize` run, on top of two
+requests per trainset example for the evaluation before and after."""
+
+SEARCH_VALSET = 16
+"""MIPROv2 and GEPA score their candidates on at most this many trainset examples."""
 
 _OPTIONS: dict[str, set[str]] = {
     "LabeledFewShot": {"k"},
@@ -586,7 +591,8 @@ def _compile(
             track_stats=False,
         )
         return optimizer.compile(
-            module, trainset=trainset, num_trials=opts.get("num_trials", 3), minibatch=False,
+            module, trainset=trainset, valset=_search_valset(trainset), num_trials=opts.get("num_trials", 3),
+            minibatch=False,
         )
     assert name == "GEPA"
     reflection_lm = lm
@@ -595,7 +601,7 @@ def _compile(
     budget_kw: dict[str, Any] = (
         {"auto": opts["auto"]}
         if opts.get("auto")
-        else {"max_metric_calls": opts.get("max_metric_calls", 4 * n)}
+        else {"max_metric_calls": opts.get("max_metric_calls", min(4 * n, 200))}
     )
     optimizer = dspy.GEPA(
         metric=metric.feedback,
@@ -606,7 +612,14 @@ def _compile(
         seed=opts.get("seed", 0),
         **budget_kw,
     )
-    return optimizer.compile(module, trainset=trainset)
+    return optimizer.compile(module, trainset=trainset, valset=_search_valset(trainset))
+
+
+def _search_valset(trainset: list[Any]) -> list[Any]:
+    """The examples MIPROv2 and GEPA score candidates on: all, or a fixed sample of SEARCH_VALSET."""
+    if len(trainset) <= SEARCH_VALSET:
+        return list(trainset)
+    return random.Random(0).sample(trainset, SEARCH_VALSET)
 
 
 def _strip_lessons(new_instructions: str, version: Any) -> str:
@@ -634,12 +647,13 @@ def optimize(
 
     ``optimizer`` is one of :data:`OPTIMIZERS` (any case). ``model_spec`` is the model DSPy calls
     (default: the active version's, then ``MINETUNE_MODEL``). Options, all optional:
-    ``max_lm_calls`` (hard cap on model requests, default 300), ``chain_of_thought``, ``activate``
+    ``max_lm_calls`` (hard cap on model requests; default 300 plus 2 per trainset example for the
+    evaluation before and after), ``chain_of_thought``, ``activate``
     (default True), ``settings``; LabeledFewShot ``k``; BootstrapFewShot ``max_bootstrapped_demos``,
     ``max_labeled_demos``, ``max_rounds``, ``metric_threshold``; KNNFewShot ``k``, ``embedder``
     (texts -> unit vectors; default :func:`minetune.learn.embed.load_embedder`); MIPROv2
     ``num_candidates``, ``num_trials``, ``max_bootstrapped_demos``, ``max_labeled_demos``,
-    ``prompt_model`` (a spec), ``seed``; GEPA ``max_metric_calls`` (default 4 x trainset size) or
+    ``prompt_model`` (a spec), ``seed``; GEPA ``max_metric_calls`` (default 4 x trainset size, at most 200) or
     ``auto``, ``reflection_model`` (a spec), ``reflection_minibatch_size``, ``seed``.
 
     The new version (note ``dspy:<name>``) has the optimized instructions when they changed, the
@@ -671,7 +685,7 @@ def optimize(
 
     dspy = _dspy()
     module, trainset, metric = to_dspy(version, examples, chain_of_thought=bool(kw.get("chain_of_thought")))
-    budget = _Budget(int(kw.get("max_lm_calls", DEFAULT_MAX_LM_CALLS)))
+    budget = _Budget(int(kw.get("max_lm_calls", DEFAULT_MAX_LM_CALLS + 2 * len(trainset))))
     lm = _budget_lm(spec, budget, settings)
     notes: list[str] = []
     opts = {k: v for k, v in kw.items() if k in _OPTIONS[name]}

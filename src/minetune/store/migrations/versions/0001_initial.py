@@ -15,6 +15,9 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# Batch mode recreates SQLite tables; keep AUTOINCREMENT so ids are never reused.
+KEEP_AUTOINCREMENT = {"sqlite_autoincrement": True}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -39,7 +42,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "name"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("programs", schema=None) as batch_op:
+    with op.batch_alter_table("programs", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_programs_user_id"), ["user_id"], unique=False)
 
     op.create_table(
@@ -53,7 +56,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("conversations", schema=None) as batch_op:
+    with op.batch_alter_table("conversations", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_conversations_program_id"), ["program_id"], unique=False)
 
     op.create_table(
@@ -78,10 +81,10 @@ def upgrade() -> None:
         sa.UniqueConstraint("program_id", "number"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("program_versions", schema=None) as batch_op:
+    with op.batch_alter_table("program_versions", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_program_versions_program_id"), ["program_id"], unique=False)
     # programs <-> program_versions reference each other: add this side once both tables exist.
-    with op.batch_alter_table("programs", schema=None) as batch_op:
+    with op.batch_alter_table("programs", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_foreign_key(
             "fk_programs_active_version", "program_versions", ["active_version_id"], ["id"]
         )
@@ -99,7 +102,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("conversation_id", "index"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("turns", schema=None) as batch_op:
+    with op.batch_alter_table("turns", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_turns_conversation_id"), ["conversation_id"], unique=False)
 
     op.create_table(
@@ -125,7 +128,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("turn_id", "number"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("attempts", schema=None) as batch_op:
+    with op.batch_alter_table("attempts", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_attempts_turn_id"), ["turn_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_attempts_version_id"), ["version_id"], unique=False)
 
@@ -144,35 +147,35 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("feedback", schema=None) as batch_op:
+    with op.batch_alter_table("feedback", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_feedback_attempt_id"), ["attempt_id"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("feedback", schema=None) as batch_op:
+    with op.batch_alter_table("feedback", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_feedback_attempt_id"))
 
     op.drop_table("feedback")
-    with op.batch_alter_table("attempts", schema=None) as batch_op:
+    with op.batch_alter_table("attempts", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_attempts_version_id"))
         batch_op.drop_index(batch_op.f("ix_attempts_turn_id"))
 
     op.drop_table("attempts")
-    with op.batch_alter_table("turns", schema=None) as batch_op:
+    with op.batch_alter_table("turns", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_turns_conversation_id"))
 
     op.drop_table("turns")
-    with op.batch_alter_table("program_versions", schema=None) as batch_op:
+    with op.batch_alter_table("program_versions", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_program_versions_program_id"))
 
-    with op.batch_alter_table("programs", schema=None) as batch_op:
+    with op.batch_alter_table("programs", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_constraint("fk_programs_active_version", type_="foreignkey")
     op.drop_table("program_versions")
-    with op.batch_alter_table("conversations", schema=None) as batch_op:
+    with op.batch_alter_table("conversations", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_conversations_program_id"))
 
     op.drop_table("conversations")
-    with op.batch_alter_table("programs", schema=None) as batch_op:
+    with op.batch_alter_table("programs", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_programs_user_id"))
 
     op.drop_table("programs")

@@ -15,6 +15,9 @@ down_revision = "0001_initial"
 branch_labels = None
 depends_on = None
 
+# Batch mode recreates SQLite tables; keep AUTOINCREMENT so ids are never reused.
+KEEP_AUTOINCREMENT = {"sqlite_autoincrement": True}
+
 
 def upgrade() -> None:
 
@@ -58,28 +61,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sqlite_autoincrement=True,
     )
-    with op.batch_alter_table("lessons", schema=None) as batch_op:
+    with op.batch_alter_table("lessons", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.create_index(batch_op.f("ix_lessons_feedback_id"), ["feedback_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_lessons_program_id"), ["program_id"], unique=False)
 
-    with op.batch_alter_table("attempts", schema=None) as batch_op:
+    with op.batch_alter_table("attempts", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.add_column(
             sa.Column("demo_attempt_ids", sa.JSON(), nullable=False, server_default=sa.text("'[]'"))
         )
 
-    with op.batch_alter_table("program_versions", schema=None) as batch_op:
+    with op.batch_alter_table("program_versions", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.add_column(sa.Column("sources", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
 
 
 def downgrade() -> None:
 
-    with op.batch_alter_table("program_versions", schema=None) as batch_op:
+    with op.batch_alter_table("program_versions", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_column("sources")
 
-    with op.batch_alter_table("attempts", schema=None) as batch_op:
+    with op.batch_alter_table("attempts", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_column("demo_attempt_ids")
 
-    with op.batch_alter_table("lessons", schema=None) as batch_op:
+    with op.batch_alter_table("lessons", schema=None, table_kwargs=KEEP_AUTOINCREMENT) as batch_op:
         batch_op.drop_index(batch_op.f("ix_lessons_program_id"))
         batch_op.drop_index(batch_op.f("ix_lessons_feedback_id"))
 
