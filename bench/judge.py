@@ -4,6 +4,9 @@ A fixed pool of about 400 (prompt, response) pairs is built programmatically: 5 
 prompts x 20 responses whose style varies (length, tone, emoji, bullet lists), about 15% of
 them answering another topic's question. A simulated user scores every pair with a hidden
 function (weighted style features + Gaussian noise) mapped to 1-5 stars by pool quantiles.
+Four users: "concise" (short, no emoji), "warm" (polite, thorough, emoji), "structured"
+(bullet lists of medium length) and "contextual" (emoji and gushing welcome for hobby
+questions, unwelcome for work questions: the taste depends on the message).
 One prompt per topic (100 pairs) is held out: the judge never trains on it. The judge is
 trained on ratings drawn from the other 300 pairs in random order and scored on the held-out
 set at 10, 20, 50, 100 and 200 ratings, over several random rating orders (mean +- sd).
@@ -15,7 +18,8 @@ judge and of always predicting the training mean; best-of-4: average real stars 
 candidate the judge picks from 4 responses to the same held-out prompt, next to a random pick
 and the best possible pick. "ceiling" is the agreement of the noiseless hidden score itself.
 
-    .venv/bin/python bench/judge.py [--user concise|warm|structured|all] [--repeats 5]
+    .venv/bin/python bench/judge.py [--user concise|warm|structured|contextual|all]
+        [--repeats 5] [--cache /tmp/judge-pool.npz]
 """
 
 from __future__ import annotations

@@ -160,3 +160,45 @@ def test_help_explains_commands() -> None:
     for command in ("chat", "rate", "stats", "export", "program"):
         assert command in result.stdout
     assert "scripted" in run("chat", "--help").stdout
+
+
+def test_lessons_commands_make_versions() -> None:
+    assert run("lessons", "add", "Answer in British English.").returncode == 0
+    assert run("lessons", "add", "Never use emoji.").returncode == 0
+    rows = json.loads(run("lessons", "list", "--json").stdout)
+    assert [r["text"] for r in rows] == ["Answer in British English.", "Never use emoji."]
+    first, second = rows[0]["id"], rows[1]["id"]
+    assert run("lessons", "edit", str(first), "Answer in Scots.").returncode == 0
+    assert run("lessons", "retire", str(second)).returncode == 0
+    assert [r["text"] for r in json.loads(run("lessons", "list", "--json").stdout)] == ["Answer in Scots."]
+    every = json.loads(run("lessons", "list", "--json", "--all").stdout)
+    assert {r["text"]: r["status"] for r in every} == {"Answer in Scots.": "active", "Never use emoji.": "retired"}
+    shown = run("program", "show").stdout
+    assert "v5 (active)" in shown and "Answer in Scots." in shown and "Never use emoji." not in shown
+    # rolling back one version brings the retired rule back
+    assert run("program", "rollback").returncode == 0
+    assert "Never use emoji." in run("program", "show").stdout
+    bad = run("lessons", "retire", "999")
+    assert bad.returncode == 1 and "no lesson 999" in bad.stderr
+
+
+def test_bootstrap_without_llm(tmp_path: Path) -> None:
+    sample = Path(__file__).parent / "data" / "persona" / "timmy.txt"
+    result = run("bootstrap", str(sample), "--no-llm")
+    assert result.returncode == 0, result.stderr
+    assert "Bootstrapped default v2" in result.stdout
+    assert "Persona" in run("program", "show").stdout
+    before = counts()
+    fake_pdf = Path(__file__).parent / "data" / "persona" / "fake.pdf"
+    bad = run("bootstrap", str(sample), str(fake_pdf), "--no-llm")
+    assert bad.returncode == 1 and "fake.pdf" in bad.stderr and "Traceback" not in bad.stderr
+    assert counts() == before
+
+
+def test_optimize_rebuilds_the_demo_index(fake_llm: FakeOpenAI) -> None:
+    spec = f"openai-compatible:fake@{fake_llm.base_url}"
+    assert run("chat", "--model", spec, stdin="What's my cat's name?\n/rate 5\n").returncode == 0
+    result = run("optimize")
+    assert result.returncode == 0 and "1 accepted answers" in result.stdout
+    bad = run("optimize", "--with", "sklearn:svm")
+    assert bad.returncode == 1 and "Unknown optimizer" in bad.stderr
