@@ -89,6 +89,8 @@ class Conversation(Base):
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
     title: Mapped[str] = mapped_column(String(500), default="")
     source: Mapped[str] = mapped_column(String(50), default="chat")
+    # Identity in the system it was imported from (e.g. a ChatGPT conversation id); makes imports idempotent.
+    external_id: Mapped[str | None] = mapped_column(String(300), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     turns: Mapped[list[Turn]] = relationship(
         back_populates="conversation", order_by="Turn.index", cascade="all, delete-orphan"
@@ -213,6 +215,43 @@ class JudgeState(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ImportRecord(Base):
+    """One imported file: its content hash (so the same file is never imported twice) and counts."""
+
+    __tablename__ = "imports"
+    __table_args__ = (UniqueConstraint("program_id", "sha256"), NEVER_REUSE_IDS)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(50))
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingJob(Base):
+    """A local LoRA run or a hosted fine-tuning job, with what it was trained on (lineage)."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = NEVER_REUSE_IDS
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # local | hosted
+    method: Mapped[str] = mapped_column(String(20))  # sft | dpo | kto
+    status: Mapped[str] = mapped_column(String(30), default="created")
+    base_model: Mapped[str] = mapped_column(String(500))
+    provider: Mapped[str | None] = mapped_column(String(500))  # hosted: the API base URL
+    provider_job_id: Mapped[str | None] = mapped_column(String(200))
+    result_model: Mapped[str | None] = mapped_column(String(1000))  # fine-tuned model id or adapter dir
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    loss_curve: Mapped[list[Any]] = mapped_column(default=list)
+    example_attempt_ids: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 @event.listens_for(Session, "before_flush")
