@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0003_imports_jobs"
 down_revision = "0002_learning"
 branch_labels = None
