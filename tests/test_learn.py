@@ -173,3 +173,43 @@ def test_reoptimize_can_be_turned_off(fake_llm: FakeOpenAI) -> None:
         chat.send("Hello")
         chat.rate(2, "too long")
         assert chat.last_learning is None and fake_llm.reflection_requests == []
+
+
+def test_judge_learns_ratings_and_picks_best_of_n(fake_llm: FakeOpenAI) -> None:
+    short = ["Paris.", "Four.", "Blue.", "Yes.", "Tokyo.", "Seven.", "Green.", "No."]
+    long = [
+        "Well, that is a long story that begins many centuries ago with a great deal of history, "
+        "context and nuance that I will now explain at considerable length, paragraph after paragraph.",
+        "There are many perspectives to consider here, and before answering I would like to walk "
+        "through each of them carefully, one by one, with several examples and lengthy caveats.",
+    ]
+    questions = ["Capital of France?", "Two plus two?", "Colour of the sky?", "Is water wet?",
+                 "Capital of Japan?", "Three plus four?", "Colour of grass?", "Is fire cold?"]
+    with _session(fake_llm) as chat:
+        assert "too little data" in chat.learner.judge_report().summary()
+        for i, question in enumerate(questions):
+            fake_llm.queue(short[i])
+            chat.send(question)
+            chat.rate(5)
+            fake_llm.queue(long[i % 2])
+            chat.retry()
+            chat.rate(1)
+        report = chat.learner.judge_report()
+        assert report.n_ratings == 16 and report.pairwise_accuracy is not None
+        assert "Spearman" in report.summary()
+        # re-rating an answer replaces its old rating instead of adding a second one
+        chat.rate(2)
+        assert chat.learner.judge().n_ratings == 16
+        chat.new_conversation()
+        fake_llm.queue(long[0], "Rome.", long[1])
+        reply = chat.send("Capital of Italy?", best_of=3)
+        assert reply.text == "Rome."
+        assert reply.note is not None and "picked sample 2" in reply.note and "Spearman" in reply.note
+        assert len(fake_llm.requests) == 16 + 3
+
+
+def test_best_of_n_without_enough_ratings_says_so(fake_llm: FakeOpenAI) -> None:
+    with _session(fake_llm) as chat:
+        fake_llm.queue("a", "b")
+        reply = chat.send("hi", best_of=2)
+        assert reply.text == "a" and reply.note is not None and "judge not used" in reply.note

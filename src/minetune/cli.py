@@ -71,8 +71,16 @@ Anything else is sent as a message. Praise such as "perfect" or "good one" is no
 @app.command()
 @program_option
 @model_option
+@click.option(
+    "--best-of",
+    "best_of",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Sample N answers per message and let your personal judge pick one.",
+)
 @click.pass_context
-def chat(ctx: click.Context, program: str, model: str | None) -> None:
+def chat(ctx: click.Context, program: str, model: str | None, best_of: int) -> None:
     """Chat in the terminal; rate, critique and retry every answer.
 
     \b
@@ -101,7 +109,7 @@ def chat(ctx: click.Context, program: str, model: str | None) -> None:
         lines = _input_lines(interactive)
         for line in lines:
             try:
-                if not _chat_line(session, line.strip()):
+                if not _chat_line(session, line.strip(), best_of):
                     break
             except MinetuneError as exc:
                 err.print(f"[red]error:[/] {exc}", highlight=False)
@@ -121,12 +129,12 @@ def _input_lines(interactive: bool) -> Any:
             return
 
 
-def _chat_line(session: Any, line: str) -> bool:
+def _chat_line(session: Any, line: str, best_of: int = 1) -> bool:
     """Handle one input line; False means quit."""
     if not line:
         return True
     if not line.startswith("/"):
-        _respond(lambda on_delta: session.send(line, on_delta=on_delta))
+        _respond(lambda on_delta: session.send(line, on_delta=on_delta, best_of=best_of))
         if session.last_praise:
             out.print(
                 f"[green]★ praise noticed ({session.last_praise!r}): the previous answer was captured.[/]"
@@ -174,6 +182,8 @@ def _respond(call: Any) -> None:
         f"[dim]attempt {response.number} · {response.model} · v{response.version} · "
         f"{response.latency_ms / 1000:.1f}s · /rate 1-5 [critique], /retry[/]"
     )
+    if response.note:
+        out.print(f"[dim]{response.note}[/]", highlight=False)
 
 
 # -- rating outside chat --------------------------------------------------------------------
@@ -379,6 +389,21 @@ def program_diff(ctx: click.Context, name: str, old: int, new: int) -> None:
     store = _store(ctx)
     text = diff_versions(store.version(name, old), store.version(name, new))
     out.print(text or f"v{old} and v{new} are the same.", markup=False, highlight=False)
+
+
+@app.command()
+@program_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def judge(ctx: click.Context, program: str, as_json: bool) -> None:
+    """Update the personal judge from new ratings and show its held-out agreement with you."""
+    from minetune.learn.reoptimize import Learner
+
+    metrics = Learner(_store(ctx), _settings(ctx), program).judge_report()
+    if as_json:
+        print(json.dumps(metrics.as_dict(), indent=2))
+    else:
+        out.print(metrics.summary(), highlight=False)
 
 
 # -- lessons ---------------------------------------------------------------------------------

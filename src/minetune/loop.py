@@ -49,6 +49,7 @@ class Response:
     version: int
     latency_ms: float
     messages: list[Message]
+    note: str | None = None  # e.g. how best-of-N picked this answer
 
 
 class Session:
@@ -143,7 +144,7 @@ class Session:
             "completion_tokens": completion.completion_tokens,
         }
 
-    def _response(self, attempt: Attempt, version: ProgramVersion) -> Response:
+    def _response(self, attempt: Attempt, version: ProgramVersion, note: str | None = None) -> Response:
         self.last = Response(
             attempt_id=attempt.id,
             turn_id=attempt.turn_id,
@@ -153,6 +154,7 @@ class Session:
             version=version.number,
             latency_ms=attempt.latency_ms,
             messages=list(attempt.messages),
+            note=note,
         )
         return self.last
 
@@ -163,8 +165,12 @@ class Session:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def send(self, message: str, on_delta: DeltaCallback | None = None) -> Response:
-        """Answer a new user message. Praise in it is recorded on the previous answer first."""
+    def send(self, message: str, on_delta: DeltaCallback | None = None, best_of: int = 1) -> Response:
+        """Answer a new user message. Praise in it is recorded on the previous answer first.
+
+        With ``best_of`` > 1, that many answers are sampled and the personal judge picks one
+        (the first sample while the judge has too little data); the note says which.
+        """
         if not message or not message.strip():
             raise MinetuneError("The message is empty; type something to send.")
         if len(message) > MAX_MESSAGE_CHARS:
@@ -180,7 +186,13 @@ class Session:
             earlier_turns = self.store.conversation_turn_ids(self.conversation_id)
         demos, embedding = self.learner.demos_for(message, earlier_turns)
         messages = render_messages(version, message, history, demos=demos)
-        completion, latency = self._generate(messages, on_delta)
+        note = None
+        if best_of > 1:
+            completion, latency, note = self._best_of(message, messages, best_of)
+            if on_delta is not None:
+                on_delta(completion.text)
+        else:
+            completion, latency = self._generate(messages, on_delta)
         if self.conversation_id is None:
             title = message.strip().splitlines()[0][:80]
             self.conversation_id = self.store.start_conversation(self.program, title=title).id
@@ -189,7 +201,14 @@ class Session:
             turn.id, **self._attempt_fields(version, messages, completion, latency, None, demos)
         )
         self.learner.remember_embedding(turn.id, embedding)
-        return self._response(attempt, version)
+        return self._response(attempt, version, note)
+
+    def _best_of(self, message: str, messages: list[Message], n: int) -> tuple[Completion, float, str]:
+        samples = [self._generate(messages, None) for _ in range(n)]
+        order, judged = self.learner.rank(message, [c.text for c, _ in samples])
+        completion, _ = samples[order[0]]
+        latency = sum(ms for _, ms in samples)
+        return completion, latency, f"best of {n}: picked sample {order[0] + 1} · {judged}"
 
     def _note_praise(self, message: str) -> str | None:
         """If ``message`` praises the previous answer, record it (5 stars unless rated explicitly)."""

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +20,10 @@ from minetune.errors import MinetuneError
 from minetune.learn.demos import Demo, DemoIndex, accepted_candidates, policy_with_defaults
 from minetune.learn.embed import Embedder, from_bytes, load_embedder, to_bytes
 from minetune.models.base import ChatModel
-from minetune.store import Store
+from minetune.store import Store, effective_ratings
+
+if TYPE_CHECKING:
+    from minetune.learn.judge import PersonalJudge
 
 _INDEXES: dict[tuple[str, int, int, str], _SyncedIndex] = {}
 _LOCK = threading.Lock()
@@ -179,6 +182,61 @@ class Learner:
         report.rule = reflection.rule
         report.superseded = reflection.supersedes
         report.version = version.number if version is not None else None
+
+    # -- the personal judge -----------------------------------------------------------------
+
+    def judge(self) -> PersonalJudge:
+        """The program's judge, brought up to date with ratings newer than it has seen, and saved.
+
+        Each rated attempt counts once with its current effective rating; a re-rated attempt's
+        old rating is removed first.
+        """
+        from minetune.learn.judge import PersonalJudge
+
+        name = self.settings.embedder
+        state = self.store.judge_state(self.program)
+        if state is not None and state.embedder == name:
+            judge = PersonalJudge.from_bytes(state.state)
+            meta = dict(state.metrics)
+        else:
+            judge = PersonalJudge(self.embedder.dim, embedder=name)
+            meta = {}
+        added: dict[str, int] = dict(meta.get("added", {}))
+        newest, turn_ids = self.store.feedback_since(self.program, int(meta.get("last_feedback_id", 0)))
+        if not turn_ids:
+            return judge
+        ratings = effective_ratings(
+            (a, k, st) for a, _, _, _, _, k, st in self.store.feedback_rows(self.program, turn_ids)
+        )
+        changed = {a: stars for a, stars in ratings.items() if added.get(str(a)) != stars}
+        texts = self.store.attempt_texts(list(changed))
+        if texts:
+            ids = list(texts)
+            msg = self._vectors([texts[a][0] for a in ids], {texts[a][0]: texts[a][1] for a in ids})
+            responses = self.embedder.encode([texts[a][2] for a in ids])
+            for a, response in zip(ids, responses, strict=True):
+                old = added.get(str(a))
+                if old is not None:
+                    judge.remove(msg[texts[a][0]], response, old)
+                judge.add(msg[texts[a][0]], response, changed[a])
+                added[str(a)] = changed[a]
+        if judge.ready:
+            judge.fit()
+        meta |= {"added": added, "last_feedback_id": newest, "report": judge.evaluate().as_dict()}
+        self.store.save_judge(self.program, name, judge.n_ratings, judge.to_bytes(), meta)
+        return judge
+
+    def judge_report(self) -> Any:
+        """The judge's held-out agreement with the user's ratings (always shown next to it)."""
+        return self.judge().evaluate()
+
+    def rank(self, message: str, candidates: list[str]) -> tuple[list[int], str]:
+        """Candidate indices best first by the judge, and a note; input order when it is not ready."""
+        judge = self.judge()
+        if not judge.ready:
+            return list(range(len(candidates))), f"judge not used: {judge.reason}"
+        order = judge.rank(self.embed(message), self.embedder.encode(candidates))
+        return order, judge.evaluate().summary()
 
     def rebuild(self) -> LearningReport:
         """Forget the in-memory index and rebuild it from the store (``minetune optimize``)."""

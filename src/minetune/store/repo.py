@@ -25,6 +25,7 @@ from minetune.store.schema import (
     Base,
     Conversation,
     Feedback,
+    JudgeState,
     Lesson,
     Program,
     ProgramVersion,
@@ -599,6 +600,38 @@ class Store:
             s.flush()
             prog.active_version_id = version.id
             return version, added
+
+    def judge_state(self, program: str) -> JudgeState | None:
+        with self.db.transaction() as s:
+            return s.get(JudgeState, self._program(s, program).id)
+
+    def save_judge(
+        self, program: str, embedder: str, n_ratings: int, state: bytes, metrics: dict[str, Any]
+    ) -> None:
+        with self.db.transaction() as s:
+            s.merge(
+                JudgeState(
+                    program_id=self._program(s, program).id,
+                    embedder=embedder,
+                    n_ratings=n_ratings,
+                    state=state,
+                    metrics=metrics,
+                )
+            )
+
+    def attempt_texts(self, attempt_ids: list[int]) -> dict[int, tuple[int, str, str]]:
+        """attempt id → (turn id, user message, response) for this user's attempts."""
+        if not attempt_ids:
+            return {}
+        with self.db.transaction() as s:
+            rows = s.execute(
+                select(Attempt.id, Turn.id, Turn.user_message, Attempt.response)
+                .join(Turn)
+                .join(Conversation)
+                .join(Program, Program.id == Conversation.program_id)
+                .where(Attempt.id.in_(attempt_ids), Program.user_id == self.user_id)
+            )
+            return {a: (t, u, r) for a, t, u, r in rows}
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table across all users (used to prove that bad input changed nothing)."""
