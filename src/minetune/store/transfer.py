@@ -165,6 +165,13 @@ def _local_ids(ids: Iterable[int]) -> dict[int, int]:
     return {old: new for new, old in enumerate(sorted(ids), start=1)}
 
 
+def program_exists(store: Store, name: str) -> bool:
+    """Whether ``store``'s user has a program called ``name`` (creates nothing, unlike Store.program)."""
+    with store.db.transaction() as s:
+        query = select(Program.id).where(Program.user_id == store.user_id, Program.name == name.strip())
+        return s.scalar(query) is not None
+
+
 # -- reading -------------------------------------------------------------------------------------------
 
 
@@ -309,7 +316,7 @@ def _ref(mapping: dict[int, int], value: Any, what: str, where: str) -> int | No
     return mapping[value]
 
 
-def _unique_id(seen: dict[int, int], value: Any, what: str) -> int:
+def _unique_id(seen: dict[int, Any], value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise StoreError(f"A {what} has id {value!r}; ids must be integers.")
     if value in seen:
@@ -455,7 +462,8 @@ def _load(
     _insert(s, maps["feedback"], fb_rows)
     for (_, a), attempt in zip(attempts, attempt_rows, strict=True):
         attempt.demo_attempt_ids = [
-            _ref(maps["attempts"], d, "attempt", f"The demos of attempt {a['id']}") for d in a.get("demos") or []
+            _ref(maps["attempts"], d, "attempt", f"The demos of attempt {a['id']}")
+            for d in a.get("demos") or []
         ]
 
     # Lessons (superseded_by links point at other lessons: set once all exist).
@@ -486,7 +494,7 @@ def _load(
             )
 
     # Versions, parents before children; each is written once, complete (versions are immutable).
-    pending = {}
+    pending: dict[int, dict[str, Any]] = {}
     for v in dump.versions:
         pending[_unique_id(pending, v["id"], "version")] = v
     numbers: dict[int, int] = {}
