@@ -127,7 +127,9 @@ def _job(store: Store, s: Any, job_id: int, *, for_update: bool = False) -> Trai
     return job
 
 
-def create_job(store: Store, program: str, *, kind: str, method: str, base_model: str, **fields: Any) -> TrainingJob:
+def create_job(
+    store: Store, program: str, *, kind: str, method: str, base_model: str, **fields: Any
+) -> TrainingJob:
     """Record a new training job of ``program``; ``fields`` are other TrainingJob columns."""
     if kind not in JOB_KINDS:
         raise StoreError(f"Unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}.")
@@ -135,7 +137,11 @@ def create_job(store: Store, program: str, *, kind: str, method: str, base_model
         raise StoreError(f"Unknown training method {method!r}; expected one of {', '.join(JOB_METHODS)}.")
     with store.db.transaction() as s:
         job = TrainingJob(
-            program_id=store._program(s, program).id, kind=kind, method=method, base_model=base_model, **fields
+            program_id=store._program(s, program).id,
+            kind=kind,
+            method=method,
+            base_model=base_model,
+            **fields,
         )
         s.add(job)
         s.flush()
@@ -173,7 +179,9 @@ def job_by_provider_id(store: Store, provider_job_id: str) -> TrainingJob:
         return job
 
 
-def list_jobs(store: Store, program: str | None = None, kind: str | None = None) -> list[tuple[TrainingJob, str]]:
+def list_jobs(
+    store: Store, program: str | None = None, kind: str | None = None
+) -> list[tuple[TrainingJob, str]]:
     """(job, program name) for this user's jobs, newest first, optionally of one program/kind."""
     with store.db.transaction() as s:
         query = (
