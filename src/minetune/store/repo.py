@@ -455,18 +455,22 @@ class Store:
             return [tuple(row) for row in s.execute(query)]
 
     def feedback_since(self, program: str, after_id: int) -> tuple[int, list[int]]:
-        """(newest feedback id, ids of turns with feedback newer than ``after_id``) for a program."""
+        """(newest feedback id, ids of turns with feedback newer than ``after_id``) for a program.
+
+        Two small queries, so the cost follows the number of new rows rather than the size of
+        the history (as one join, SQLite's planner walks every turn of the program).
+        """
         with self.db.transaction() as s:
-            rows = s.execute(
-                select(Feedback.id, Attempt.turn_id)
-                .join(Attempt, Feedback.attempt_id == Attempt.id)
-                .join(Turn)
-                .join(Conversation)
-                .where(Conversation.program_id == self._program(s, program).id, Feedback.id > after_id)
+            newer = s.execute(select(Feedback.id, Feedback.attempt_id).where(Feedback.id > after_id)).all()
+            if not newer:
+                return after_id, []
+            program_id = self._program(s, program).id
+            turns = s.execute(
+                select(Attempt.id, Attempt.turn_id).join(Turn).join(Conversation)
+                .where(Attempt.id.in_({a for _, a in newer}), Conversation.program_id == program_id)
             ).all()
-        if not rows:
-            return after_id, []
-        return max(r[0] for r in rows), sorted({r[1] for r in rows})
+        mine = dict(turns)  # other programs' (or users') feedback only moves the watermark on
+        return max(f for f, _ in newer), sorted({mine[a] for _, a in newer if a in mine})
 
     def turn_embeddings(self, turn_ids: list[int], model: str) -> dict[int, bytes]:
         """Stored embeddings (raw float32 bytes) of these turns made with ``model``."""
