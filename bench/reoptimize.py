@@ -28,10 +28,33 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 
-TOPICS = ["cat", "dog", "tax return", "python error", "recipe", "trip to Rome", "budget", "poem", "meeting",
-          "workout", "garden", "car repair", "birthday gift", "resume", "sleep", "coffee", "history essay"]
-ASKS = ["What should I know about my {t}?", "Can you help with the {t}?", "Give me one tip for the {t}.",
-        "Summarise the {t} in two lines.", "What's a good name for my {t}?", "Explain the {t} simply."]
+TOPICS = [
+    "cat",
+    "dog",
+    "tax return",
+    "python error",
+    "recipe",
+    "trip to Rome",
+    "budget",
+    "poem",
+    "meeting",
+    "workout",
+    "garden",
+    "car repair",
+    "birthday gift",
+    "resume",
+    "sleep",
+    "coffee",
+    "history essay",
+]
+ASKS = [
+    "What should I know about my {t}?",
+    "Can you help with the {t}?",
+    "Give me one tip for the {t}.",
+    "Summarise the {t} in two lines.",
+    "What's a good name for my {t}?",
+    "Explain the {t} simply.",
+]
 
 
 def message(i: int, rng: random.Random) -> str:
@@ -61,17 +84,44 @@ def build_store(home: Path, n: int, embedder, rng: random.Random):  # type: igno
         conv = Conversation(program_id=program.id, title="bench", source="bench")
         s.add(conv)
         s.flush()
-        s.execute(insert(Turn), [{"id": i + 1, "conversation_id": conv.id, "index": i, "user_message": t}
-                                 for i, t in enumerate(texts)])
-        s.execute(insert(Attempt), [
-            {"id": i + 1, "turn_id": i + 1, "number": 1, "version_id": program.active_version_id,
-             "model_spec": "bench", "messages": [{"role": "user", "content": t}], "response": f"answer {i}",
-             "latency_ms": 1.0, "demo_attempt_ids": []}
-            for i, t in enumerate(texts)])
-        s.execute(insert(Feedback), [{"attempt_id": i + 1, "kind": "explicit", "stars": rng.choice([2, 3, 4, 5, 5])}
-                                     for i in range(n)])
-        s.execute(insert(TurnEmbedding), [{"turn_id": i + 1, "model": "minilm", "dim": embedder.dim,
-                                           "vector": to_bytes(v)} for i, v in enumerate(vectors)])
+        s.execute(
+            insert(Turn),
+            [
+                {"id": i + 1, "conversation_id": conv.id, "index": i, "user_message": t}
+                for i, t in enumerate(texts)
+            ],
+        )
+        s.execute(
+            insert(Attempt),
+            [
+                {
+                    "id": i + 1,
+                    "turn_id": i + 1,
+                    "number": 1,
+                    "version_id": program.active_version_id,
+                    "model_spec": "bench",
+                    "messages": [{"role": "user", "content": t}],
+                    "response": f"answer {i}",
+                    "latency_ms": 1.0,
+                    "demo_attempt_ids": [],
+                }
+                for i, t in enumerate(texts)
+            ],
+        )
+        s.execute(
+            insert(Feedback),
+            [
+                {"attempt_id": i + 1, "kind": "explicit", "stars": rng.choice([2, 3, 4, 5, 5])}
+                for i in range(n)
+            ],
+        )
+        s.execute(
+            insert(TurnEmbedding),
+            [
+                {"turn_id": i + 1, "model": "minilm", "dim": embedder.dim, "vector": to_bytes(v)}
+                for i, v in enumerate(vectors)
+            ],
+        )
     return store, settings, conv.id, texts
 
 
@@ -92,8 +142,9 @@ def bench_size(n: int, repeats: int, embedder, rng: random.Random) -> list[tuple
         for i in range(repeats):
             text = message(n + i, rng)
             turn = store.add_turn(conv_id, text)
-            attempt = store.add_attempt(turn.id, version_id=None, model_spec="bench", messages=[], response="ok",
-                                        latency_ms=1.0)
+            attempt = store.add_attempt(
+                turn.id, version_id=None, model_spec="bench", messages=[], response="ok", latency_ms=1.0
+            )
             learner.remember_embedding(turn.id, learner.embed(text))  # done at send time in the loop
             feedback = store.add_feedback(attempt.id, "explicit", 5)
             start = time.perf_counter()
@@ -104,7 +155,9 @@ def bench_size(n: int, repeats: int, embedder, rng: random.Random) -> list[tuple
             select.append((time.perf_counter() - start) * 1000)
         store.close()
 
-    trainset = [dspy.Example(message=t, response=f"answer {i}").with_inputs("message") for i, t in enumerate(texts)]
+    trainset = [
+        dspy.Example(message=t, response=f"answer {i}").with_inputs("message") for i, t in enumerate(texts)
+    ]
     student = dspy.Predict("message -> response")
     labeled = []
     for _ in range(repeats):
@@ -135,15 +188,19 @@ def main() -> None:
     from minetune.learn.embed import load_embedder
 
     embedder = load_embedder()
-    print(f"bench/reoptimize.py · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.platform()} · "
-          f"{os.cpu_count()} CPUs · Python {platform.python_version()} · embedder minilm ({embedder.dim} dims)")
+    print(
+        f"bench/reoptimize.py · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.platform()} · "
+        f"{os.cpu_count()} CPUs · Python {platform.python_version()} · embedder minilm ({embedder.dim} dims)"
+    )
     print(f"{'turns':>6}  {'what':<46} {'n':>4} {'p50 ms':>10} {'p95 ms':>10}")
     for n in args.sizes:
         rows = bench_size(n, args.repeats, embedder, random.Random(n))
         ours = percentile(rows[0][1], 0.95)
         for name, samples in rows:
-            print(f"{n:>6}  {name:<46} {len(samples):>4} {statistics.median(samples):>10.2f} "
-                  f"{percentile(samples, 0.95):>10.2f}")
+            print(
+                f"{n:>6}  {name:<46} {len(samples):>4} {statistics.median(samples):>10.2f} "
+                f"{percentile(samples, 0.95):>10.2f}"
+            )
         for name, samples in rows[3:]:
             ratio = percentile(samples, 0.95) / ours
             print(f"{'':>6}  {name} p95 / minetune on_feedback p95 = {ratio:,.2f}x")

@@ -29,7 +29,7 @@ def _chunks(text: str, words_per_chunk: int = 3) -> list[str]:
     if pieces and pieces[0].isspace() and len(pieces) > 1:
         pieces[1] = pieces[0] + pieces[1]
         pieces.pop(0)
-    return ["".join(pieces[i:i + words_per_chunk]) for i in range(0, len(pieces), words_per_chunk)]
+    return ["".join(pieces[i : i + words_per_chunk]) for i in range(0, len(pieces), words_per_chunk)]
 
 
 class FakeOpenAI:
@@ -62,8 +62,9 @@ class FakeOpenAI:
         """Start serving on a free loopback port."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-openai", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -117,7 +118,9 @@ class FakeOpenAI:
         with self._lock:
             if _is_reflection(body):
                 self.reflection_requests.append(body)
-                reply = self.reflection_replies.popleft() if self.reflection_replies else self.reflection_default
+                reply = (
+                    self.reflection_replies.popleft() if self.reflection_replies else self.reflection_default
+                )
                 return 200, None, reply
             self.requests.append(body)
             self.headers.append(headers)
@@ -162,8 +165,13 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             if path == "/api/tags":
                 self._json(200, {"models": [{"name": n, "model": n} for n in fake.ollama_models]})
             elif path in ("/v1/models", "/models"):
-                self._json(200, {"object": "list", "data": [
-                    {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]})
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
+                    },
+                )
             else:
                 self._error(404, f"no route {self.path}")
 
@@ -187,28 +195,45 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._error(status, failure, kind)
                 return
             prompt_tokens = sum(_words(str(m.get("content") or "")) for m in body.get("messages") or [])
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": _words(text),
-                     "total_tokens": prompt_tokens + _words(text)}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": _words(text),
+                "total_tokens": prompt_tokens + _words(text),
+            }
             model = body.get("model") or "fake-model"
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._stream(model, text, usage if include_usage else None)
             else:
-                self._json(200, {
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                    "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": usage,
-                })
+                self._json(
+                    200,
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": usage,
+                    },
+                )
 
         def _stream(self, model: str, text: str, usage: dict[str, int] | None) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
             self.end_headers()
-            base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": model}
+            base = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+            }
             extra = {"usage": None} if usage is not None else {}
 
             def send(payload: dict[str, Any] | str) -> None:
@@ -216,11 +241,23 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(f"data: {data}\n\n".encode())
                 self.wfile.flush()
 
-            send({**base, **extra, "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+            send(
+                {
+                    **base,
+                    **extra,
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    ],
+                }
+            )
             for piece in _chunks(text):
-                send({**base, **extra, "choices": [
-                    {"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                send(
+                    {
+                        **base,
+                        **extra,
+                        "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                    }
+                )
             send({**base, **extra, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             if usage is not None:
                 send({**base, "choices": [], "usage": usage})
@@ -250,8 +287,9 @@ class FakeHub:
     def __enter__(self) -> FakeHub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_hub_handler(self))
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                         name="fake-hub", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-hub", daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -300,20 +338,36 @@ def _make_hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _not_found(self, code: str, head: bool = False) -> None:
             body = json.dumps({"error": f"{code}: {self.path}"}).encode()
-            self._send(404, body, {"Content-Type": "application/json", "X-Error-Code": code,
-                                   "X-Error-Message": code}, head=head)
+            self._send(
+                404,
+                body,
+                {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": code},
+                head=head,
+            )
 
         def _route(self, head: bool) -> None:
             path = urllib.parse.unquote(self.path.split("?")[0])
             hub.requests.append(f"{self.command} {path}")
             if (m := tree_re.match(path)) and m["repo"] in hub.repos:
                 root = hub.repos[m["repo"]]
-                entries = [{"type": "file", "path": f, "size": (root / f).stat().st_size,
-                            "oid": _git_blob_id((root / f).read_bytes())} for f in hub.files(m["repo"])]
+                entries = [
+                    {
+                        "type": "file",
+                        "path": f,
+                        "size": (root / f).stat().st_size,
+                        "oid": _git_blob_id((root / f).read_bytes()),
+                    }
+                    for f in hub.files(m["repo"])
+                ]
                 self._send(200, json.dumps(entries).encode(), {"Content-Type": "application/json"}, head=head)
             elif (m := info_re.match(path)) and m["repo"] in hub.repos:
-                info = {"id": m["repo"], "modelId": m["repo"], "sha": hub.commit(m["repo"]), "private": False,
-                        "siblings": [{"rfilename": f} for f in hub.files(m["repo"])]}
+                info = {
+                    "id": m["repo"],
+                    "modelId": m["repo"],
+                    "sha": hub.commit(m["repo"]),
+                    "private": False,
+                    "siblings": [{"rfilename": f} for f in hub.files(m["repo"])],
+                }
                 self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head=head)
             elif (m := file_re.match(path)) and m["repo"] in hub.repos:
                 file = hub.repos[m["repo"]] / m["path"]
@@ -321,9 +375,16 @@ def _make_hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     self._not_found("EntryNotFound", head)
                     return
                 data = file.read_bytes()
-                self._send(200, data, {"Content-Type": "application/octet-stream",
-                                       "X-Repo-Commit": hub.commit(m["repo"]),
-                                       "ETag": f'"{_git_blob_id(data)}"'}, head=head)
+                self._send(
+                    200,
+                    data,
+                    {
+                        "Content-Type": "application/octet-stream",
+                        "X-Repo-Commit": hub.commit(m["repo"]),
+                        "ETag": f'"{_git_blob_id(data)}"',
+                    },
+                    head=head,
+                )
             else:
                 self._not_found("RepoNotFound", head)
 
@@ -380,22 +441,37 @@ def build_tiny_model(out_dir: Path, *, vocab_size: int = 512, seed: int = 0) -> 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     raw.train_from_iterator([_CORPUS] * 4, trainer=trainer)
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|pad|>",
-        unk_token=None, additional_special_tokens=["<|im_start|>"],
+        tokenizer_object=raw,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>"],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(out_dir)
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, intermediate_size=128, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -172,7 +172,10 @@ def test_lessons_commands_make_versions() -> None:
     assert run("lessons", "retire", str(second)).returncode == 0
     assert [r["text"] for r in json.loads(run("lessons", "list", "--json").stdout)] == ["Answer in Scots."]
     every = json.loads(run("lessons", "list", "--json", "--all").stdout)
-    assert {r["text"]: r["status"] for r in every} == {"Answer in Scots.": "active", "Never use emoji.": "retired"}
+    assert {r["text"]: r["status"] for r in every} == {
+        "Answer in Scots.": "active",
+        "Never use emoji.": "retired",
+    }
     shown = run("program", "show").stdout
     assert "v5 (active)" in shown and "Answer in Scots." in shown and "Never use emoji." not in shown
     # rolling back one version brings the retired rule back

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FakeOpenAI
 
+from fakes import FakeOpenAI
 from minetune import Session
 from minetune.config import load_settings
 from minetune.learn.demos import Candidate, DemoIndex, accepted_candidates
-from minetune.learn.lessons import parse_reflection, ReflectionError
+from minetune.learn.lessons import ReflectionError, parse_reflection
 from minetune.store import Store
 
 
@@ -104,7 +104,9 @@ def test_mmr_prefers_diverse_demos_within_budget() -> None:
 
 
 def test_critique_becomes_a_rule_in_the_next_request(fake_llm: FakeOpenAI) -> None:
-    fake_llm.reflection_replies.append(json.dumps({"rule": "Keep answers to two sentences.", "supersedes": []}))
+    fake_llm.reflection_replies.append(
+        json.dumps({"rule": "Keep answers to two sentences.", "supersedes": []})
+    )
     with _session(fake_llm) as chat:
         chat.send("Tell me about the moon")
         before = chat.version.number
@@ -113,7 +115,9 @@ def test_critique_becomes_a_rule_in_the_next_request(fake_llm: FakeOpenAI) -> No
         reflection = fake_llm.reflection_requests[0]["messages"][1]["content"]
         assert "too long, keep it to two sentences" in reflection and "Tell me about the moon" in reflection
         lessons = chat.store.lessons()
-        assert [(lesson.text, lesson.origin) for lesson in lessons] == [("Keep answers to two sentences.", "reflection")]
+        assert [(lesson.text, lesson.origin) for lesson in lessons] == [
+            ("Keep answers to two sentences.", "reflection")
+        ]
         feedback = chat.store.feedback(lessons[0].feedback_id)
         assert feedback.critique == "too long, keep it to two sentences"
         assert chat.version.number == before + 1
@@ -129,9 +133,13 @@ def test_contradicting_critique_supersedes_the_old_rule(fake_llm: FakeOpenAI) ->
         chat.rate(2, "too long")
         old = chat.store.lessons()[0]
         chat.send("Describe Rome")
-        fake_llm.reflection_replies.append(json.dumps({"rule": "Give detailed answers.", "supersedes": [old.id]}))
+        fake_llm.reflection_replies.append(
+            json.dumps({"rule": "Give detailed answers.", "supersedes": [old.id]})
+        )
         chat.rate(2, "too short, I want details now")
-        assert f"[{old.id}] Answer in one sentence." in fake_llm.reflection_requests[1]["messages"][1]["content"]
+        assert (
+            f"[{old.id}] Answer in one sentence." in fake_llm.reflection_requests[1]["messages"][1]["content"]
+        )
         every = {lesson.text: lesson for lesson in chat.store.lessons(include_inactive=True)}
         assert every["Answer in one sentence."].status == "superseded"
         assert every["Answer in one sentence."].superseded_by_id == every["Give detailed answers."].id
@@ -140,7 +148,9 @@ def test_contradicting_critique_supersedes_the_old_rule(fake_llm: FakeOpenAI) ->
         assert "Give detailed answers." in system and "Answer in one sentence." not in system
 
 
-@pytest.mark.parametrize("reply", ["not json at all", '{"rule": 42}', '{"nope": 1}', '{"rule": "' + "x" * 300 + '"}'])
+@pytest.mark.parametrize(
+    "reply", ["not json at all", '{"rule": 42}', '{"nope": 1}', '{"rule": "' + "x" * 300 + '"}']
+)
 def test_bad_reflection_keeps_the_rating_and_the_version(fake_llm: FakeOpenAI, reply: str) -> None:
     with _session(fake_llm) as chat:
         chat.send("Hello")
@@ -183,8 +193,16 @@ def test_judge_learns_ratings_and_picks_best_of_n(fake_llm: FakeOpenAI) -> None:
         "There are many perspectives to consider here, and before answering I would like to walk "
         "through each of them carefully, one by one, with several examples and lengthy caveats.",
     ]
-    questions = ["Capital of France?", "Two plus two?", "Colour of the sky?", "Is water wet?",
-                 "Capital of Japan?", "Three plus four?", "Colour of grass?", "Is fire cold?"]
+    questions = [
+        "Capital of France?",
+        "Two plus two?",
+        "Colour of the sky?",
+        "Is water wet?",
+        "Capital of Japan?",
+        "Three plus four?",
+        "Colour of grass?",
+        "Is fire cold?",
+    ]
     with _session(fake_llm) as chat:
         assert "too little data" in chat.learner.judge_report().summary()
         for i, question in enumerate(questions):

@@ -236,7 +236,16 @@ def stats(ctx: click.Context, program: str | None, as_json: bool) -> None:
     out.print(table)
 
 
-EXPORT_FORMATS = ("capture-md",)
+EXPORT_FORMATS = (
+    "openai-chat",
+    "openai-dpo",
+    "trl-sft",
+    "trl-dpo",
+    "trl-kto",
+    "sharegpt",
+    "alpaca",
+    "capture-md",
+)
 
 
 @app.command()
@@ -250,15 +259,63 @@ EXPORT_FORMATS = ("capture-md",)
     help="File to write.",
 )
 @click.option("--program", "-p", help="Only this program (default: all).")
+@click.option(
+    "--split",
+    "split_files",
+    is_flag=True,
+    help="Write FILE.train.jsonl and FILE.valid.jsonl (90/10, by turn).",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(1, 5),
+    default=4,
+    show_default=True,
+    help="Stars that accept an answer.",
+)
 @click.pass_context
-def export(ctx: click.Context, format: str, out_file: Path, program: str | None) -> None:
-    """Export stored data; capture-md writes praised exchanges in the capture markdown layout."""
+def export(
+    ctx: click.Context, format: str, out_file: Path, program: str | None, split_files: bool, threshold: int
+) -> None:
+    """Export stored data as training data (JSONL) or captures.
+
+    \b
+    accepted answers (SFT):
+      openai-chat   {"messages": [...]}  (OpenAI supervised fine-tuning)
+      trl-sft       {"messages": [...]}  (TRL SFTTrainer)
+      sharegpt      {"conversations": [{"from": "system|human|gpt", "value": ...}]}
+      alpaca        {"instruction", "input", "output", "system", "history"}
+    preference pairs from retry chains and differently rated attempts (DPO):
+      openai-dpo    {"input": {"messages"}, "preferred_output", "non_preferred_output"}
+      trl-dpo       {"prompt", "chosen", "rejected"}  (TRL DPOTrainer)
+    rated answers, desirable or not, 3 stars left out (KTO):
+      trl-kto       {"prompt", "completion", "label"}  (TRL KTOTrainer)
+    praised exchanges:
+      capture-md    the capture markdown layout
+
+    Every prompt is the turn's original prompt (system prompt, history, message); an answer is
+    accepted at --threshold stars or more, or when praised.
+    """
     if format not in EXPORT_FORMATS:
         raise MinetuneError(f"Unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
-    from minetune.io.capture_md import write_captures
+    if format == "capture-md":
+        if split_files:
+            raise MinetuneError("--split applies to the JSONL training formats, not capture-md.")
+        from minetune.io.capture_md import write_captures
 
-    count = write_captures(_store(ctx).captures(program), out_file)
-    out.print(f"Wrote {count} capture(s) to {out_file}")
+        count = write_captures(_store(ctx).captures(program), out_file)
+        out.print(f"Wrote {count} capture(s) to {out_file}")
+        return
+    from minetune.train.datasets import export_dataset
+
+    result = export_dataset(
+        _store(ctx), format, out_file, program=program, split_files=split_files, threshold=threshold
+    )
+    written = ", ".join(f"{result.counts[k]} to {path}" for k, path in result.files.items())
+    dataset = result.dataset
+    extra = f" ({dataset.duplicates} duplicate(s) dropped)" if dataset.duplicates else ""
+    out.print(f"Wrote {dataset.method.upper()} examples as {format}: {written}{extra}", highlight=False)
+    if not dataset.eligibility.eligible:
+        err.print(f"[yellow]note:[/] {dataset.eligibility.summary()}", highlight=False)
 
 
 # -- programs --------------------------------------------------------------------------------
@@ -563,6 +620,1014 @@ def optimize(ctx: click.Context, program: str, optimizer: str | None, model: str
     )
     for note in r.notes:
         out.print(f"  note: {note}", highlight=False)
+
+
+# -- portable bundles --------------------------------------------------------------------------
+
+
+@app.group("bundle")
+def bundle_app() -> None:
+    """Move a program to another machine: versions, lessons, rated data and adapters in one zip."""
+
+
+def _bundle_counts(counts: dict[str, int]) -> str:
+    keys = ("versions", "lessons", "conversations", "turns", "attempts", "feedback", "embeddings", "adapters")
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in keys)
+
+
+@bundle_app.command("export")
+@click.argument("program")
+@click.option(
+    "--out",
+    "-o",
+    "out_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Bundle file to write (a zip; replaced if it exists).",
+)
+@click.option("--with-adapters", is_flag=True, help="Include the adapter directories the versions use.")
+@click.pass_context
+def bundle_export(ctx: click.Context, program: str, out_file: Path, with_adapters: bool) -> None:
+    """Export PROGRAM to a portable bundle (see docs/bundle-format.md)."""
+    from minetune.io.bundle import export_bundle
+
+    report = export_bundle(
+        _store(ctx), program, out_file, with_adapters=with_adapters, settings=_settings(ctx)
+    )
+    out.print(
+        f"Exported {report.program} (v{report.active_version} active) to {report.path}: "
+        + _bundle_counts(report.counts),
+        highlight=False,
+    )
+
+
+@bundle_app.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--as", "name", metavar="NAME", help="Import under this program name.")
+@model_option
+@click.pass_context
+def bundle_import(ctx: click.Context, file: Path, name: str | None, model: str | None) -> None:
+    """Import a bundle as a new program, all or nothing; --model sets the model spec on a new version."""
+    from minetune.io.bundle import import_bundle
+
+    settings = _settings(ctx)
+    report = import_bundle(_store(ctx), file, settings=settings, name=name, model=model)
+    out.print(
+        f"Imported {report.program} (v{report.active_version} active) from {report.path}: "
+        + _bundle_counts(report.counts),
+        highlight=False,
+    )
+    for adapter, directory in report.adapter_dirs.items():
+        out.print(f"  adapter {adapter} → {directory}", highlight=False)
+
+
+# -- hosted fine-tuning ------------------------------------------------------------------------
+
+FINETUNE_HELP = """Hosted fine-tuning through an OpenAI-compatible fine-tuning API.
+
+OpenAI closes fine-tuning to new jobs on 6 January 2027. Local LoRA training on your own machine
+(`minetune train`) is the default path; use these commands when you want a provider to train a
+hosted model. The provider is MINETUNE_FINETUNE_BASE_URL (default https://api.openai.com/v1) and
+the key is OPENAI_API_KEY, which is never stored or printed. Prices (USD per million training
+tokens) come from MINETUNE_FINETUNE_PRICES or [finetune.prices] in config.toml; estimates count
+about four characters per token.
+
+\b
+  minetune finetune estimate --method sft --model gpt-4.1-mini-2025-04-14
+  minetune finetune start --method dpo --model gpt-4.1-mini-2025-04-14 --wait --activate
+  minetune finetune status 3
+"""
+
+method_choice = click.option(
+    "--method", type=click.Choice(["sft", "dpo"]), default="sft", show_default=True, help="Training method."
+)
+threshold_option = click.option(
+    "--threshold", type=click.IntRange(1, 5), default=4, show_default=True, help="Stars that accept answers."
+)
+
+
+def _hosted_config(ctx: click.Context) -> Any:
+    from minetune.train.hosted import load_config
+
+    return load_config(_settings(ctx))
+
+
+def _job_table(jobs: list[Any]) -> Table:
+    table = Table("id", "program", "method")
+    table.add_column("status", no_wrap=True)
+    for name in ("base model", "provider job", "result", "created"):
+        table.add_column(name, overflow="fold")
+    for job in jobs:
+        result = job.model_spec or job.result_model or (job.error or "")[:60]
+        if job.version is not None:
+            result += f" (v{job.version}{', active' if job.activated else ''})"
+        table.add_row(
+            str(job.id),
+            job.program,
+            job.method,
+            job.status,
+            job.base_model,
+            job.provider_job_id or "—",
+            result or "—",
+            f"{job.created_at:%Y-%m-%d %H:%M}",
+        )
+    return table
+
+
+def _print_job(job: Any) -> None:
+    out.print(
+        f"job {job.id} · {job.program} · {job.method.upper()} on {job.base_model} · [bold]{job.status}[/]"
+        + (f" · {job.provider_job_id}" if job.provider_job_id else ""),
+        highlight=False,
+    )
+    if job.error:
+        err.print(f"[red]error:[/] {job.error}", highlight=False)
+    if job.model_spec:
+        state = (
+            "active"
+            if job.activated
+            else f"activate with `minetune program activate {job.program} {job.version}`"
+        )
+        out.print(
+            f"fine-tuned model: {job.model_spec} → {job.program} v{job.version} ({state})", highlight=False
+        )
+
+
+def _follow(ctx: click.Context, job_id: int, activate: bool | None) -> Any:
+    """Follow a job with a progress bar until it finishes; Ctrl-C stops watching, not the job."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from minetune.train.hosted import follow
+
+    store, config = _store(ctx), _hosted_config(ctx)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[steps]}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"job {job_id}: starting", total=None, steps="")
+
+        def on_update(job: Any, events: list[dict[str, Any]]) -> None:
+            for event in events:
+                raw = event.get("data")
+                data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                if event.get("type") == "metrics" and "step" in data:
+                    total, loss = data.get("total_steps"), data.get("train_loss")
+                    steps = f"step {data['step']}/{total or '?'}"
+                    if isinstance(loss, int | float):
+                        steps += f" · loss {loss:.4g}"
+                    progress.update(task, completed=data["step"], total=total, steps=steps)
+                else:
+                    progress.console.print(f"  {event.get('message', '')}", markup=False, highlight=False)
+            progress.update(task, description=f"job {job.id}: {job.status}")
+
+        try:
+            return follow(store, job_id, config, on_update, activate=activate)
+        except KeyboardInterrupt:
+            err.print(
+                f"Stopped watching; the job keeps running. Check it with `minetune finetune status {job_id}`."
+            )
+            raise SystemExit(130) from None
+
+
+@app.group("finetune", help=FINETUNE_HELP)
+def finetune_app() -> None:
+    pass
+
+
+@finetune_app.command("estimate")
+@program_option
+@method_choice
+@click.option("--model", "base_model", metavar="BASE", help="Base model to price, e.g. gpt-4.1-mini.")
+@click.option("--epochs", type=click.IntRange(1, 50), help="Epochs (default: auto, estimated as 3).")
+@threshold_option
+@click.pass_context
+def finetune_estimate(
+    ctx: click.Context, program: str, method: str, base_model: str | None, epochs: int | None, threshold: int
+) -> None:
+    """Check eligibility and estimate tokens and cost; uploads nothing."""
+    from minetune.train.hosted import CLOSURE_NOTE, estimate
+
+    config = _hosted_config(ctx)
+    dataset, cost = estimate(
+        _store(ctx), program, method, base_model, config, n_epochs=epochs, threshold=threshold
+    )
+    out.print(dataset.eligibility.summary(), highlight=False)
+    out.print(cost.summary(), highlight=False)
+    if config.is_openai:
+        out.print(f"[dim]{CLOSURE_NOTE}[/]", highlight=False)
+
+
+@finetune_app.command("start")
+@program_option
+@method_choice
+@click.option("--model", "base_model", metavar="BASE", required=True, help="Base model to fine-tune.")
+@click.option("--epochs", type=click.IntRange(1, 50), help="Epochs (default: the provider's auto).")
+@click.option("--beta", type=float, help="DPO beta (default: the provider's auto).")
+@click.option("--suffix", help="Suffix for the fine-tuned model's name (default: the program name).")
+@threshold_option
+@click.option("--yes", "-y", is_flag=True, help="Start without asking to confirm the cost estimate.")
+@click.option("--wait", is_flag=True, help="Follow the job with a progress display until it finishes.")
+@click.option("--activate", is_flag=True, help="Activate the new program version when the job succeeds.")
+@click.pass_context
+def finetune_start(
+    ctx: click.Context,
+    program: str,
+    method: str,
+    base_model: str,
+    epochs: int | None,
+    beta: float | None,
+    suffix: str | None,
+    threshold: int,
+    yes: bool,
+    wait: bool,
+    activate: bool,
+) -> None:
+    """Upload this program's examples and start a hosted fine-tuning job.
+
+    On success the fine-tuned model becomes a new program version (activated only with --activate).
+    """
+    from minetune.train.hosted import CLOSURE_NOTE, start
+
+    config = _hosted_config(ctx)
+
+    def confirm(cost: Any) -> bool:
+        out.print(cost.summary(), highlight=False)
+        if config.is_openai:
+            out.print(f"[dim]{CLOSURE_NOTE}[/]", highlight=False)
+        return yes or click.confirm("Start the job?", default=False)
+
+    job = start(
+        _store(ctx),
+        program,
+        method=method,
+        model=base_model,
+        config=config,
+        confirm=confirm,
+        activate=activate,
+        n_epochs=epochs,
+        beta=beta,
+        suffix=suffix,
+        threshold=threshold,
+    )
+    if job is None:
+        out.print("Not started; nothing was uploaded.")
+        return
+    out.print(f"Started hosted job {job.id} ({job.provider_job_id}) for {program}.", highlight=False)
+    if wait:
+        job = _follow(ctx, job.id, None)
+        _print_job(job)
+        if job.status != "succeeded":
+            raise SystemExit(1)
+    else:
+        out.print(f"Follow it with `minetune finetune status {job.id} --wait`.", highlight=False)
+
+
+@finetune_app.command("status")
+@click.argument("job")
+@click.option("--wait", is_flag=True, help="Follow the job until it finishes.")
+@click.option("--activate", is_flag=True, help="Activate the fine-tuned version (now or when it succeeds).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def finetune_status(ctx: click.Context, job: str, wait: bool, activate: bool, as_json: bool) -> None:
+    """Refresh and show a hosted job (local id or provider job id)."""
+    from dataclasses import asdict
+
+    from minetune.train.hosted import get, refresh
+
+    store = _store(ctx)
+    job_id = get(store, job).id
+    result = _follow(ctx, job_id, activate or None) if wait else refresh(
+        store, job_id, _hosted_config(ctx), activate=activate or None
+    )
+    if as_json:
+        print(json.dumps(asdict(result), default=str, indent=2))
+    else:
+        _print_job(result)
+
+
+@finetune_app.command("events")
+@click.argument("job")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.pass_context
+def finetune_events(ctx: click.Context, job: str, limit: int) -> None:
+    """Show a hosted job's latest events, oldest first."""
+    from datetime import UTC, datetime
+
+    from minetune.train.hosted import events
+
+    for event in events(_store(ctx), job, _hosted_config(ctx), limit=limit):
+        stamp = event.get("created_at")
+        when = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp else "—"
+        line = f"{when}  {event.get('level', 'info'):5}  {event.get('message', '')}"
+        out.print(line, highlight=False, markup=False)
+
+
+@finetune_app.command("cancel")
+@click.argument("job")
+@click.pass_context
+def finetune_cancel(ctx: click.Context, job: str) -> None:
+    """Cancel a hosted job (local id or provider job id)."""
+    from minetune.train.hosted import cancel
+
+    result = cancel(_store(ctx), job, _hosted_config(ctx))
+    out.print(f"Job {result.id}: {result.status}.")
+
+
+@finetune_app.command("list")
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option("--remote", is_flag=True, help="List the provider's jobs for this key instead.")
+@click.pass_context
+def finetune_list(ctx: click.Context, program: str | None, remote: bool) -> None:
+    """List hosted fine-tuning jobs recorded here (or, with --remote, at the provider)."""
+    if remote:
+        from minetune.train.hosted import remote_jobs
+
+        table = Table("provider job", "model", "status", "fine-tuned model", "created")
+        for job in remote_jobs(_hosted_config(ctx)):
+            created = job.get("created_at")
+            table.add_row(
+                str(job.get("id")),
+                str(job.get("model")),
+                str(job.get("status")),
+                str(job.get("fine_tuned_model") or "—"),
+                f"{datetime_from(created):%Y-%m-%d %H:%M}" if created else "—",
+            )
+        out.print(table)
+        return
+    from minetune.train.hosted import list_jobs
+
+    jobs = list_jobs(_store(ctx), program)
+    if not jobs:
+        out.print("No hosted fine-tuning jobs yet. Start one with `minetune finetune start`.")
+        return
+    out.print(_job_table(jobs))
+
+
+def datetime_from(stamp: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(stamp, UTC)
+
+
+IMPORT_LISTED_SKIPS = 20
+
+
+@app.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@program_option
+@click.option(
+    "--format",
+    "-f",
+    "format",
+    help="chatgpt, openai-chat, openai-dpo, sharegpt, alpaca, capture-md or csv (default: detected).",
+)
+@model_option
+@click.option("--no-learn", is_flag=True, help="Do not rebuild demos and lessons after importing.")
+@click.option("--verbose", "-v", is_flag=True, help="List every skipped item as it is met.")
+@click.pass_context
+def import_cmd(
+    ctx: click.Context,
+    path: Path,
+    program: str,
+    format: str | None,
+    model: str | None,
+    no_learn: bool,
+    verbose: bool,
+) -> None:
+    """Import history from PATH: a ChatGPT export (zip or folder), OpenAI chat or DPO JSONL,
+    ShareGPT, Alpaca, capture markdown, or CSV with prompt/response[/rating/critique] columns.
+
+    Each file is imported all or nothing, and only once; imported ratings then rebuild the
+    program's demos (and become lessons when a model is configured).
+    """
+    from minetune.io.importers import import_file
+
+    def show(item: Any) -> None:
+        out.print(f"  skipped {item.where}: {item.reason}", markup=False, highlight=False)
+
+    settings = _settings(ctx, model)
+    report = import_file(
+        _store(ctx),
+        settings,
+        path,
+        program=program,
+        format=format,
+        learn=not no_learn,
+        model=model or (ctx.find_root().obj or {}).get("model"),
+        on_skip=show if verbose else None,
+    )
+    if report.already_imported:
+        out.print(f"Already imported {path} into {program}; nothing added.", highlight=False)
+        return
+    out.print(
+        f"Imported {path} ({report.format}) into {program}: {report.conversations} conversations, "
+        f"{report.turns} turns, {report.attempts} answers, {report.ratings} ratings "
+        f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s",
+        highlight=False,
+    )
+    if report.skipped and not verbose:
+        for item in report.skipped_items[:IMPORT_LISTED_SKIPS]:
+            show(item)
+        if report.skipped > IMPORT_LISTED_SKIPS:
+            out.print(f"  … {report.skipped - IMPORT_LISTED_SKIPS} more (--verbose lists all)")
+    if report.skipped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in report.skipped_by_reason.most_common())
+        out.print(f"skipped by reason: {reasons}", markup=False, highlight=False)
+    if report.demo_candidates is not None:
+        out.print(f"Demo index rebuilt: {report.demo_candidates} accepted answers.")
+    for note in report.notes:
+        out.print(note, markup=False, highlight=False)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+# -- local LoRA training, adapters, forgetting ------------------------------------------------------
+
+TRAIN_HELP = """Train a LoRA adapter on this program's rated answers, locally (CPU or GPU).
+
+The adapter becomes a new program version (base model + adapter) and is activated unless
+--no-activate. Ctrl-C stops after the current step and keeps a checkpoint (the previous adapter
+stays active); `minetune train --resume JOB` continues it. Needs the training extras
+(pip install 'minetune[train]') and a local base model (--base hf:DIR, or the program's hf: model).
+
+\b
+  minetune train --method auto --base hf:./models/qwen2.5-0.5b-instruct
+  minetune train --method dpo --epochs 2 --lr 5e-5
+  minetune train update                 incremental, gated update of the active adapter
+  minetune train --retrain-tainted      rebuild adapters that learned from forgotten data
+  minetune train jobs                   local training jobs
+"""
+
+
+def _train_config(**opts: Any) -> Any:
+    from minetune.train.lora import TrainConfig
+
+    fields = {
+        "epochs": opts.get("epochs"),
+        "max_steps": opts.get("steps"),
+        "learning_rate": opts.get("lr"),
+        "batch_size": opts.get("batch_size"),
+        "rank": opts.get("rank"),
+        "max_length": opts.get("max_length"),
+        "threads": opts.get("threads"),
+    }
+    return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _training_options(fn: Any) -> Any:
+    options = [
+        click.option("--epochs", type=click.FloatRange(min=0.01), help="Epochs (default 3; updates 2)."),
+        click.option("--steps", type=click.IntRange(min=1), help="Train exactly this many steps instead."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step (default 4)."),
+        click.option("--rank", type=click.IntRange(min=1), help="LoRA rank (default 16)."),
+        click.option("--max-length", type=click.IntRange(min=16), help="Tokens per example (default 1024)."),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+class _TrainDisplay:
+    """A rich progress bar fed by the trainer's progress callback."""
+
+    def __init__(self, title: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
+        self.title = title
+        self.task = self.progress.add_task(f"{title}: loading", total=None, detail="")
+
+    def __enter__(self) -> _TrainDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, p: Any) -> None:
+        detail = ""
+        if p.total:
+            detail = f"step {p.step}/{p.total}"
+            if p.loss is not None:
+                detail += f" · loss {p.loss:.4g}"
+        self.progress.update(
+            self.task,
+            description=f"{self.title}: {p.phase}",
+            completed=p.step,
+            total=p.total or None,
+            detail=detail,
+        )
+
+
+def _print_outcome(outcome: Any) -> None:
+    job = outcome.job
+    metrics = dict(job.metrics or {})
+    first, final = metrics.get("first_loss"), metrics.get("final_loss")
+    loss = f" · loss {first:.4g} → {final:.4g}" if first is not None and final is not None else ""
+    if outcome.status == "succeeded":
+        adapter = outcome.adapter
+        state = "active" if metrics.get("activated") else "not activated"
+        out.print(
+            f"[green]Adapter {adapter.id}[/] ({job.method.upper()}, {len(job.example_attempt_ids or [])} "
+            f"answers{loss}) → v{outcome.version} ({state}) · {adapter.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif outcome.status == "rejected":
+        out.print(f"[yellow]Update refused[/] (job {job.id}{loss}): {job.error}", highlight=False)
+    elif outcome.status == "cancelled":
+        err.print(f"[yellow]Cancelled[/] job {job.id}: {job.error}", highlight=False)
+    before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    for key, label in (
+        ("margin", "held-out margin"),
+        ("valid_loss", "held-out loss"),
+        ("retain_loss", "older loss"),
+    ):
+        if before.get(key) is not None and after.get(key) is not None:
+            out.print(f"  {label}: {before[key]:.4g} → {after[key]:.4g}", highlight=False)
+    gate = metrics.get("gate")
+    if gate and outcome.status != "rejected":
+        out.print(f"  gate: {gate.get('reason')}", highlight=False)
+
+
+def _run_training(call: Any, title: str) -> Any:
+    """Run a training call with a progress bar; Ctrl-C twice interrupts at once."""
+    with _TrainDisplay(title) as display:
+        try:
+            return call(display)
+        except KeyboardInterrupt:
+            display.progress.stop()
+            err.print("Interrupted; the previous adapter stays active. `minetune train jobs` shows the job.")
+            raise SystemExit(130) from None
+
+
+@app.group("train", invoke_without_command=True, help=TRAIN_HELP)
+@program_option
+@click.option(
+    "--method",
+    type=click.Choice(["sft", "dpo", "kto", "auto"]),
+    default="auto",
+    show_default=True,
+    help="auto: DPO when there are 10+ preference pairs, else SFT, else KTO.",
+)
+@click.option("--base", metavar="SPEC", help="Base model: hf:DIR (default: the program's model).")
+@click.option("--domain", default="general", show_default=True, help="Domain tag of the adapter.")
+@click.option("--continue", "continue_active", is_flag=True, help="Train the active adapter further.")
+@click.option("--no-activate", is_flag=True, help="Publish the adapter's version without activating it.")
+@click.option("--resume", "resume_job", type=int, metavar="JOB", help="Continue a cancelled job.")
+@click.option("--retrain-tainted", is_flag=True, help="Retrain adapters that learned from forgotten data.")
+@threshold_option
+@_training_options
+@click.pass_context
+def train_app(
+    ctx: click.Context,
+    program: str,
+    method: str,
+    base: str | None,
+    domain: str,
+    continue_active: bool,
+    no_activate: bool,
+    resume_job: int | None,
+    retrain_tainted: bool,
+    threshold: int,
+    **opts: Any,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    settings, store = _settings(ctx), _store(ctx)
+    if retrain_tainted:
+        from minetune.train.adapters import retrain_tainted as retrain
+
+        given = any(v is not None for v in opts.values())
+        explicit = ctx.get_parameter_source("program") is not click.core.ParameterSource.DEFAULT
+        results = _run_training(
+            lambda show: retrain(
+                store,
+                settings,
+                program if explicit else None,
+                config=_train_config(**opts) if given else None,
+                on_progress=show,
+            ),
+            "retrain",
+        )
+        if not results:
+            out.print("No tainted adapters; nothing to retrain.")
+        for item in results:
+            if item.outcome is not None:
+                out.print(f"adapter {item.old.id} ({item.program}):", highlight=False)
+                _print_outcome(item.outcome)
+            else:
+                out.print(f"adapter {item.old.id} ({item.program}): {item.skipped}", highlight=False)
+        return
+    if resume_job is not None:
+        from minetune.train.lora import resume
+
+        outcome = _run_training(lambda show: resume(store, settings, resume_job, on_progress=show), "resume")
+    else:
+        from minetune.train.lora import train
+
+        outcome = _run_training(
+            lambda show: train(
+                store,
+                settings,
+                program,
+                method=method,
+                base=base,
+                config=_train_config(**opts),
+                domain=domain,
+                continue_active=continue_active,
+                activate=not no_activate,
+                threshold=threshold,
+                on_progress=show,
+            ),
+            f"{program} {method}",
+        )
+    _print_outcome(outcome)
+    if outcome.status == "cancelled":
+        raise SystemExit(130)
+
+
+@train_app.command("update")
+@program_option
+@click.option("--force", is_flag=True, help="Update even if the buffer is below the threshold.")
+@click.option(
+    "--every", type=click.IntRange(min=1), default=8, show_default=True, help="New examples per update."
+)
+@click.option(
+    "--replay-ratio",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Older examples replayed per new example.",
+)
+@click.option("--replay-max", type=click.IntRange(min=0), default=64, show_default=True)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Allowed relative rise of the loss on older examples.",
+)
+@click.option(
+    "--ewc", type=click.FloatRange(min=0), default=0.0, show_default=True, help="EWC penalty strength."
+)
+@_training_options
+@click.pass_context
+def train_update(
+    ctx: click.Context,
+    program: str,
+    force: bool,
+    every: int,
+    replay_ratio: float,
+    replay_max: int,
+    tolerance: float,
+    ewc: float,
+    **opts: Any,
+) -> None:
+    """Incrementally update the active adapter on new examples plus replayed older ones; the
+    update is kept only if the held-out preference margin improves and older answers are retained."""
+    from minetune.train.continual import ContinualConfig, update
+
+    train_config = _train_config(**opts)
+    if opts.get("epochs") is None:
+        train_config.epochs = 2.0
+    config = ContinualConfig(
+        threshold=every,
+        replay_ratio=replay_ratio,
+        replay_max=replay_max,
+        retention_tolerance=tolerance,
+        ewc_lambda=ewc,
+        train=train_config,
+    )
+    settings, store = _settings(ctx), _store(ctx)
+    report = _run_training(
+        lambda show: update(store, settings, program, config, force=force, on_progress=show),
+        f"{program} update",
+    )
+    if report.outcome is None:
+        out.print(report.reason, highlight=False)
+        return
+    _print_outcome(report.outcome)
+    parts = []
+    if report.improvement is not None:
+        parts.append(f"improvement {report.improvement:+.4g}")
+    if report.retention is not None:
+        parts.append(f"retention {report.retention:+.1%} older-example loss")
+    if report.regression is not None:
+        parts.append(f"regression {report.regression:.0%} of held-out pairs")
+    if parts:
+        out.print("  " + " · ".join(parts), highlight=False)
+    if report.status == "cancelled":
+        raise SystemExit(130)
+
+
+@train_app.command("buffer")
+@program_option
+@click.option(
+    "--every", type=click.IntRange(min=1), default=8, show_default=True, help="New examples per update."
+)
+@click.pass_context
+def train_buffer(ctx: click.Context, program: str, every: int) -> None:
+    """Show how many new examples wait for the next incremental update."""
+    from minetune.train.continual import ContinualConfig, buffer
+
+    out.print(buffer(_store(ctx), program, ContinualConfig(threshold=every)).summary(), highlight=False)
+
+
+@train_app.command("jobs")
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with loss curves).")
+@click.pass_context
+def train_jobs(ctx: click.Context, program: str | None, as_json: bool) -> None:
+    """List local training jobs, newest first."""
+    from minetune.store.training import list_jobs
+
+    jobs = list_jobs(_store(ctx), program, kind="local")
+    if as_json:
+        rows = [
+            {
+                "id": j.id,
+                "program": name,
+                "method": j.method,
+                "status": j.status,
+                "base_model": j.base_model,
+                "examples": len(j.example_attempt_ids or []),
+                "metrics": j.metrics,
+                "hyperparameters": {
+                    k: v for k, v in (j.hyperparameters or {}).items() if k not in ("examples", "eval")
+                },
+                "loss_curve": j.loss_curve,
+                "error": j.error,
+                "created_at": j.created_at.isoformat(),
+            }
+            for j, name in jobs
+        ]
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not jobs:
+        out.print("No local training jobs yet. Start one with `minetune train`.")
+        return
+    table = Table("id", "program", "method", "status", "examples", "loss", "adapter", "note")
+    for job, name in jobs:
+        metrics = dict(job.metrics or {})
+        first, final = metrics.get("first_loss"), metrics.get("final_loss")
+        loss = f"{first:.3g} → {final:.3g}" if first is not None and final is not None else "—"
+        adapter = f"{metrics['adapter']} (v{metrics.get('version')})" if metrics.get("adapter") else "—"
+        table.add_row(
+            str(job.id),
+            name,
+            job.method,
+            job.status,
+            str(len(job.example_attempt_ids or [])),
+            loss,
+            adapter,
+            (job.error or "")[:80],
+        )
+    out.print(table)
+
+
+@app.group("adapter")
+def adapter_app() -> None:
+    """List, create, switch and retire LoRA adapters (one per domain if you like)."""
+
+
+@adapter_app.command("list")
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option("--all", "show_all", is_flag=True, help="Include retired adapters.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def adapter_list(ctx: click.Context, program: str | None, show_all: bool, as_json: bool) -> None:
+    """List adapters: domain, method, base model, parent, lineage size, state."""
+    from minetune.train.adapters import list_adapters
+
+    views = list_adapters(_store(ctx), program, include_retired=show_all)
+    if as_json:
+        rows = [
+            {
+                "id": v.adapter.id,
+                "program": v.program,
+                "domain": v.adapter.domain,
+                "method": v.adapter.method,
+                "base_model": v.adapter.base_model,
+                "parent": v.adapter.parent_id,
+                "replaces": v.adapter.replaces_id,
+                "status": v.adapter.status,
+                "active": v.active,
+                "tainted": v.tainted,
+                "taint_reason": v.adapter.taint_reason,
+                "examples": len(v.adapter.example_attempt_ids or []),
+                "lineage": len(v.adapter.lineage_attempt_ids or []),
+                "path": v.adapter.path,
+                "created_at": v.adapter.created_at.isoformat(),
+            }
+            for v in views
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    if not views:
+        out.print("No adapters yet. Train one with `minetune train` or `minetune adapter create DOMAIN`.")
+        return
+    table = Table("id", "program", "domain", "method", "base model", "parent", "answers", "state", "created")
+    for v in views:
+        a = v.adapter
+        state = a.status + (" · active" if v.active else "") + (" · [red]tainted[/]" if v.tainted else "")
+        table.add_row(
+            str(a.id),
+            v.program,
+            a.domain,
+            a.method,
+            a.base_model,
+            str(a.parent_id or "—"),
+            str(len(a.lineage_attempt_ids or [])),
+            state,
+            f"{a.created_at:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+@adapter_app.command("create")
+@click.argument("domain")
+@program_option
+@click.option("--method", type=click.Choice(["sft", "dpo", "kto", "auto"]), default="auto", show_default=True)
+@click.option("--base", metavar="SPEC", help="Base model: hf:DIR (default: the program's model).")
+@click.option("--since", metavar="DATE", help="Only examples from this date on.")
+@click.option("--until", metavar="DATE", help="Only examples before this date.")
+@click.option("--conversation", "conversations", type=int, multiple=True, help="Only these conversations.")
+@click.option("--activate", is_flag=True, help="Switch to the new adapter when it is ready.")
+@threshold_option
+@_training_options
+@click.pass_context
+def adapter_create(
+    ctx: click.Context,
+    domain: str,
+    program: str,
+    method: str,
+    base: str | None,
+    since: str | None,
+    until: str | None,
+    conversations: tuple[int, ...],
+    activate: bool,
+    threshold: int,
+    **opts: Any,
+) -> None:
+    """Train a new adapter for DOMAIN from a slice of the program's examples."""
+    from minetune.train.adapters import create, parse_date
+    from minetune.train.lora import Selection
+
+    selection = Selection(
+        parse_date(since) if since else None, parse_date(until) if until else None, tuple(conversations)
+    )
+    settings, store = _settings(ctx), _store(ctx)
+    outcome = _run_training(
+        lambda show: create(
+            store,
+            settings,
+            program,
+            domain,
+            method=method,
+            selection=selection,
+            base=base,
+            config=_train_config(**opts),
+            activate=activate,
+            threshold=threshold,
+            on_progress=show,
+        ),
+        f"{program} {domain}",
+    )
+    _print_outcome(outcome)
+    if outcome.status == "cancelled":
+        raise SystemExit(130)
+
+
+@adapter_app.command("switch")
+@click.argument("target")
+@program_option
+@click.pass_context
+def adapter_switch(ctx: click.Context, target: str, program: str) -> None:
+    """Serve TARGET: an adapter id, a domain (its newest adapter) or `base` (no adapter)."""
+    from minetune.train.adapters import switch
+
+    version = switch(_store(ctx), _settings(ctx), program, target)
+    out.print(
+        f"{program} v{version.number} is active: {version.model_spec or '(default model)'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@adapter_app.command("retire")
+@click.argument("adapter_id", type=int)
+@program_option
+@click.option("--force", is_flag=True, help="Retire the active adapter too (falls back to the base model).")
+@click.pass_context
+def adapter_retire(ctx: click.Context, adapter_id: int, program: str, force: bool) -> None:
+    """Retire an adapter; versions that use it keep working, it is no longer offered."""
+    from minetune.train.adapters import retire
+
+    adapter = retire(_store(ctx), _settings(ctx), program, adapter_id, force=force)
+    out.print(f"Adapter {adapter.id} retired.")
+
+
+@adapter_app.command("route")
+@click.argument("message")
+@program_option
+@click.option("--min-similarity", type=float, default=0.35, show_default=True)
+@click.pass_context
+def adapter_route(ctx: click.Context, message: str, program: str, min_similarity: float) -> None:
+    """Show which domain adapter MESSAGE would be routed to (or the base model)."""
+    from minetune.train.adapters import route
+
+    decision = route(_store(ctx), _settings(ctx), program, message, min_similarity=min_similarity)
+    for domain, sim in sorted(decision.scores.items(), key=lambda kv: -kv[1]):
+        out.print(f"  {domain}: {sim:.3f}", highlight=False)
+    if decision.adapter is None:
+        out.print("→ the base model (no domain is similar enough)")
+    else:
+        out.print(f"→ adapter {decision.adapter.id} ({decision.adapter.domain})", highlight=False)
+
+
+@app.command()
+@click.argument("turns", type=int, nargs=-1)
+@click.option("--conversation", "conversations", type=int, multiple=True, help="Forget a whole conversation.")
+@click.option("--before", metavar="DATE", help="Forget every turn before DATE (YYYY-MM-DD or ISO time).")
+@click.option("--all", "everything", is_flag=True, help="Forget every conversation (of --program, or all).")
+@click.option("--program", "-p", help="Limit --before/--all to this program.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask to confirm --before/--all.")
+@click.pass_context
+def forget(
+    ctx: click.Context,
+    turns: tuple[int, ...],
+    conversations: tuple[int, ...],
+    before: str | None,
+    everything: bool,
+    program: str | None,
+    yes: bool,
+) -> None:
+    """Forget TURN ids (or a conversation, everything before a date, or all): the data, its demo
+    links, lessons learned from it and judge ratings are deleted, and adapters trained on it are
+    marked tainted — rebuild them with `minetune train --retrain-tainted`."""
+    from minetune.train.adapters import forget as do_forget
+    from minetune.train.adapters import parse_date
+
+    cutoff = parse_date(before) if before else None
+    if (everything or cutoff) and not yes:
+        what = "EVERY conversation" if everything else f"every turn before {before}"
+        scope = f"of {program}" if program else "of all programs"
+        if not click.confirm(f"Forget {what} {scope}? This cannot be undone", default=False):
+            out.print("Nothing forgotten.")
+            return
+    result = do_forget(
+        _store(ctx),
+        turns=turns,
+        conversations=conversations,
+        before=cutoff,
+        everything=everything,
+        program=program,
+    )
+    out.print(
+        f"Forgot {result.turns} turn(s), {result.attempts} answer(s), {result.feedback} rating(s) in "
+        f"{result.conversations} removed conversation(s)"
+        + (f", {result.imports} import record(s)" if result.imports else "")
+        + ".",
+        highlight=False,
+    )
+    if result.demo_links_removed:
+        out.print(f"Removed {result.demo_links_removed} demo link(s) to the forgotten answers.")
+    if result.retired_lessons:
+        versions = ", ".join(f"{p} v{n}" for p, n in result.new_versions.items())
+        out.print(
+            f"Retired {len(result.retired_lessons)} lesson(s) learned from them ({versions}).",
+            highlight=False,
+        )
+    if result.judges_reset:
+        out.print(f"Reset the personal judge of {', '.join(result.judges_reset)} (rebuilt on next use).")
+    if result.tainted_adapters:
+        ids = ", ".join(str(a) for a in result.tainted_adapters)
+        out.print(
+            f"[yellow]Tainted adapter(s) {ids}[/]: they learned from forgotten data. "
+            "Rebuild them with `minetune train --retrain-tainted`.",
+            highlight=False,
+        )
+    for name, adapter_id in result.active_tainted.items():
+        err.print(
+            f"[yellow]warning:[/] {name} still answers with tainted adapter {adapter_id}; retrain it, or "
+            f"`minetune adapter switch base -p {name}`.",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -138,8 +138,11 @@ class Learner:
             self.store.save_turn_embeddings({turn_id: to_bytes(vector)}, name, dim)
 
     def forget_turn(self, turn_id: int) -> None:
-        """Delete a turn everywhere, including the in-memory index."""
-        self.store.delete_turn(turn_id)
+        """Forget a turn everywhere: its data, derived demo and lesson links, the in-memory index,
+        and taint the adapters trained on it (see :func:`minetune.store.adapters.forget`)."""
+        from minetune.store.adapters import forget
+
+        forget(self.store, turn_ids=[turn_id])
         with _LOCK:
             for state in _INDEXES.values():
                 state.index.remove_turn(turn_id)

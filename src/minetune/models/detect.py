@@ -115,6 +115,14 @@ def build_model(spec: ModelSpec, settings: Settings) -> ChatModel:
         return LocalHFModel(spec.model, adapter=spec.adapter, spec=spec.raw, temperature=temperature,
                             max_tokens=max_tokens)
 
+    if spec.backend == "vllm":
+        from minetune.models.vllm import VLLMModel
+
+        assert spec.base_url is not None
+        return VLLMModel(spec.model, spec.base_url, adapter=spec.adapter, spec=spec.raw,
+                         api_key=_api_key("MINETUNE_API_KEY", "OPENAI_API_KEY"), temperature=temperature,
+                         max_tokens=max_tokens, timeout=timeout)
+
     from minetune.models.openai_compat import OpenAICompatModel
 
     if spec.backend == "openai":
@@ -137,7 +145,7 @@ def build_model(spec: ModelSpec, settings: Settings) -> ChatModel:
                                  temperature=temperature, max_tokens=max_tokens, timeout=timeout,
                                  auth_help="set MINETUNE_API_KEY (or OPENAI_API_KEY) to a valid key "
                                  "for this server")
-    raise ModelError(f"Unsupported backend {spec.backend!r}")  # parse_spec only yields the four above
+    raise ModelError(f"Unsupported backend {spec.backend!r}")  # parse_spec only yields the five above
 
 
 def resolve_model(settings: Settings, spec: str | ModelSpec | None = None) -> ChatModel:

@@ -6,6 +6,7 @@ Valid forms::
     ollama:<model>                              a local Ollama server (MINETUNE_OLLAMA_URL)
     openai-compatible:<model>@<http(s)://url>   any OpenAI-compatible server (vLLM, llama.cpp, ...)
     hf:<local dir or hub id>[?adapter=<dir>]    local transformers model, optionally with a LoRA adapter
+    vllm:<model>@<http(s)://url>[?adapter=<dir>] a vLLM server; the adapter is loaded at runtime
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 
 from minetune.errors import ModelError
 
-BACKENDS = ("openai", "ollama", "openai-compatible", "hf")
+BACKENDS = ("openai", "ollama", "openai-compatible", "hf", "vllm")
 
 VALID_FORMS = (
     "openai:<model>, ollama:<model>, openai-compatible:<model>@<http(s)://base-url>, "
-    "hf:<local dir or hub id>[?adapter=<dir>]"
+    "hf:<local dir or hub id>[?adapter=<dir>], vllm:<model>@<http(s)://base-url>[?adapter=<dir>]"
 )
 
 _ADAPTER_MARK = "?adapter="
@@ -56,7 +57,13 @@ def parse_spec(raw: str) -> ModelSpec:
     base_url: str | None = None
     adapter: str | None = None
 
-    if backend == "openai-compatible":
+    if backend == "vllm":
+        rest, mark, adapter_part = rest.partition(_ADAPTER_MARK)
+        if mark:
+            adapter = adapter_part.strip()
+            if not adapter:
+                raise _invalid(text, "empty adapter directory after ?adapter=")
+    if backend in ("openai-compatible", "vllm"):
         match = _URL_AT.search(rest)
         if match is None:
             raise _invalid(text, "missing base URL (add @http://host:port/v1 after the model name)")

@@ -254,6 +254,40 @@ class TrainingJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+ADAPTER_STATUSES = ("ready", "retired")
+
+
+class Adapter(Base):
+    """A LoRA adapter trained locally for a program, and everything it was trained from (lineage).
+
+    ``example_attempt_ids`` are the attempts of the examples this run trained on;
+    ``lineage_attempt_ids`` adds every ancestor's (a continued adapter keeps what its parent
+    learned). Forgetting any of those attempts sets ``tainted_at``; ``replaces_id`` points at the
+    tainted adapter a retrained one stands in for.
+    """
+
+    __tablename__ = "adapters"
+    __table_args__ = NEVER_REUSE_IDS
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True
+    )
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"))
+    replaces_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"))
+    domain: Mapped[str] = mapped_column(String(200), default="general", index=True)
+    method: Mapped[str] = mapped_column(String(20))  # sft | dpo | kto
+    base_model: Mapped[str] = mapped_column(String(1000))
+    path: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(20), default="ready")  # ready | retired
+    example_attempt_ids: Mapped[list[Any]] = mapped_column(default=list)
+    lineage_attempt_ids: Mapped[list[Any]] = mapped_column(default=list)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tainted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    taint_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 @event.listens_for(Session, "before_flush")
 def _versions_are_immutable(session: Session, _ctx: Any, _instances: Any) -> None:
     for obj in session.dirty:
