@@ -15,7 +15,7 @@ from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error = one line, however narrow the terminal
 
 MODEL_HELP = (
     "Model spec, e.g. ollama:llama3.2, openai:gpt-4o-mini, "
