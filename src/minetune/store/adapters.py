@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from minetune.errors import NotFoundError, StoreError
-from minetune.store.repo import _VERSION_FIELDS, Store
+from minetune.store.repo import Store, new_version
 from minetune.store.schema import (
     ADAPTER_STATUSES,
     Adapter,
@@ -37,25 +37,6 @@ from minetune.store.schema import (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _new_version(s: Session, prog: Program, note: str, activate: bool, **changes: Any) -> ProgramVersion:
-    """A version copied from the program's active one with ``changes`` (inside the caller's transaction)."""
-    unknown = set(changes) - set(_VERSION_FIELDS)
-    if unknown:
-        raise StoreError(f"Unknown version fields: {', '.join(sorted(unknown))}")
-    parent = s.get(ProgramVersion, prog.active_version_id)
-    assert parent is not None
-    latest = s.scalar(select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id))
-    fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | {"sources": {}} | changes
-    version = ProgramVersion(
-        program_id=prog.id, number=(latest or 0) + 1, parent_id=parent.id, note=note, **fields
-    )
-    s.add(version)
-    s.flush()
-    if activate:
-        prog.active_version_id = version.id
-    return version
 
 
 def _adapter(store: Store, s: Session, adapter_id: int) -> Adapter:
@@ -134,7 +115,7 @@ def publish_adapter(
         spec = serve_spec(adapter.path)
         if spec is not None:
             changes["model_spec"] = spec
-        version = _new_version(
+        version = new_version(
             s, prog, note or f"LoRA adapter {adapter.id} ({method.upper()})", activate, **changes
         )
         if replaces_id is not None:
@@ -178,7 +159,7 @@ def use_adapter(
         default_note = (
             f"switch to adapter {adapter_id}" if adapter_id is not None else "switch to the base model"
         )
-        return _new_version(s, prog, note or default_note, True, **changes)
+        return new_version(s, prog, note or default_note, True, **changes)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -463,7 +444,7 @@ def forget(
                     .where(Lesson.program_id == program_id, Lesson.status == "active")
                     .order_by(Lesson.id)
                 ).all()
-                version = _new_version(
+                version = new_version(
                     s,
                     prog,
                     f"forgot {len(retired)} lesson(s) learned from forgotten feedback",

@@ -171,25 +171,8 @@ class Store:
         self, program: str = DEFAULT_PROGRAM, *, note: str = "", activate: bool = True, **changes: Any
     ) -> ProgramVersion:
         """A new version copied from the active one with ``changes`` applied (versions are immutable)."""
-        unknown = set(changes) - set(_VERSION_FIELDS)
-        if unknown:
-            raise StoreError(f"Unknown version fields: {', '.join(sorted(unknown))}")
         with self.db.transaction() as s:
-            prog = self._program(s, program)
-            parent = s.get(ProgramVersion, prog.active_version_id)
-            assert parent is not None
-            latest = s.scalar(
-                select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id)
-            )
-            fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | {"sources": {}} | changes
-            version = ProgramVersion(
-                program_id=prog.id, number=(latest or 0) + 1, parent_id=parent.id, note=note, **fields
-            )
-            s.add(version)
-            s.flush()
-            if activate:
-                prog.active_version_id = version.id
-            return version
+            return new_version(s, self._program(s, program), note, activate, **changes)
 
     def activate(self, program: str, number: int) -> ProgramVersion:
         with self.db.transaction() as s:
@@ -587,23 +570,14 @@ class Store:
                 .where(Lesson.program_id == prog.id, Lesson.status == "active")
                 .order_by(Lesson.id)
             ).all()
-            parent = s.get(ProgramVersion, prog.active_version_id)
-            assert parent is not None
-            latest = s.scalar(
-                select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id)
-            )
-            version = ProgramVersion(
-                program_id=prog.id,
-                number=(latest or 0) + 1,
-                parent_id=parent.id,
-                **{f: getattr(parent, f) for f in _VERSION_FIELDS if f not in ("lessons", "sources")},
+            version = new_version(
+                s,
+                prog,
+                note,
+                True,
                 lessons=[{"id": lesson.id, "text": lesson.text} for lesson in active],
-                note=note,
                 sources=(sources or {}) | {"lessons": [lesson.id for lesson in active]},
             )
-            s.add(version)
-            s.flush()
-            prog.active_version_id = version.id
             return version, added
 
     def judge_state(self, program: str) -> JudgeState | None:
@@ -650,6 +624,26 @@ class Store:
         with self.db.transaction() as s:
             conv = self._owned(s, Conversation, conversation_id)
             s.execute(delete(Conversation).where(Conversation.id == conv.id))
+
+
+def new_version(s: Session, prog: Program, note: str, activate: bool, **changes: Any) -> ProgramVersion:
+    """A version copied from the program's active one with ``changes`` applied, inside the caller's
+    transaction; ``sources`` starts empty unless given."""
+    unknown = set(changes) - set(_VERSION_FIELDS)
+    if unknown:
+        raise StoreError(f"Unknown version fields: {', '.join(sorted(unknown))}")
+    parent = s.get(ProgramVersion, prog.active_version_id)
+    assert parent is not None
+    latest = s.scalar(select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id))
+    fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | {"sources": {}} | changes
+    version = ProgramVersion(
+        program_id=prog.id, number=(latest or 0) + 1, parent_id=parent.id, note=note, **fields
+    )
+    s.add(version)
+    s.flush()
+    if activate:
+        prog.active_version_id = version.id
+    return version
 
 
 def effective_ratings(feedback: Any) -> dict[int, int]:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from minetune.errors import NotFoundError, StoreError
-from minetune.store.repo import _VERSION_FIELDS, Store
+from minetune.store.repo import _VERSION_FIELDS, Store, new_version
 from minetune.store.schema import (
     Attempt,
     Conversation,
@@ -235,17 +235,7 @@ def complete_job(
             return job, None
         prog = s.get(Program, job.program_id)
         assert prog is not None
-        parent = s.get(ProgramVersion, prog.active_version_id)
-        assert parent is not None
-        latest = s.scalar(select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id))
-        fields = {f: getattr(parent, f) for f in _VERSION_FIELDS} | {"sources": {}} | version_changes
-        version = ProgramVersion(
-            program_id=prog.id, number=(latest or 0) + 1, parent_id=parent.id, note=note, **fields
-        )
-        s.add(version)
-        s.flush()
-        if activate:
-            prog.active_version_id = version.id
+        version = new_version(s, prog, note, activate, **version_changes)
         job.status = "succeeded"
         job.result_model = result_model
         job.metrics = merged | {"version": version.number, "activated": activate}
