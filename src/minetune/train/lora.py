@@ -653,6 +653,7 @@ def _last_checkpoint(folder: Path) -> str | None:
     return get_last_checkpoint(str(folder))
 
 
+@_quiet()  # a context manager used as a decorator: quiet for the whole call
 def fit(
     base_dir: Path,
     method: str,
@@ -674,36 +675,6 @@ def fit(
     scored before and after. When ``cancel`` is set (or on the first Ctrl-C in the main thread)
     training stops after the current step with a checkpoint, and the result has no adapter.
     """
-    with _quiet():
-        return _fit(
-            base_dir,
-            method,
-            examples,
-            config,
-            work_dir,
-            parent_adapter=parent_adapter,
-            eval_sets=eval_sets,
-            ewc_examples=ewc_examples,
-            on_progress=on_progress,
-            cancel=cancel,
-            resume=resume,
-        )
-
-
-def _fit(
-    base_dir: Path,
-    method: str,
-    examples: Sequence[Any],
-    config: TrainConfig,
-    work_dir: Path,
-    *,
-    parent_adapter: Path | None = None,
-    eval_sets: EvalSets | None = None,
-    ewc_examples: Sequence[Any] = (),
-    on_progress: ProgressCallback | None = None,
-    cancel: threading.Event | None = None,
-    resume: bool = False,
-) -> FitResult:
     config.check(method)
     if not examples:
         raise TrainingError("There are no examples to train on.")
