@@ -1,0 +1,102 @@
+"""The FastAPI application: auth, error shapes, and the routers for pages, the JSON API and the proxy."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from minetune.config import Settings
+from minetune.errors import MinetuneError
+from minetune.models.base import ChatModel
+from minetune.server.state import ServerState
+from minetune.store.users import any_tokens
+
+# Larger bodies are refused before they are read; a single message is capped lower by the loop.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    # The OpenAI error shape, so OpenAI clients show the message; the web UI reads the same field.
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    require_auth: bool | None = None,
+    model: ChatModel | None = None,
+) -> FastAPI:
+    """Build the app. Auth is on when asked, when any token exists, or on a non-loopback host."""
+    from minetune.server.auth import is_loopback
+
+    state = ServerState.open(settings, auth_required=False, model=model)
+    tokens_exist = any_tokens(state.db)
+    if require_auth is None:
+        require_auth = tokens_exist or not is_loopback(host)
+    if require_auth and not tokens_exist:
+        state.close()
+        raise MinetuneError(
+            f"Refusing to serve on {host} without authentication: no user tokens exist. "
+            "Create one with `minetune user add NAME`, or bind to 127.0.0.1."
+        )
+    state.auth_required = require_auth
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(title="minetune", version=_version(), lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app.state.minetune = state
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return _error(413, f"Request body too large: {int(length):,} bytes (limit {MAX_BODY_BYTES:,}).")
+        response: Response = await call_next(request)
+        return response
+
+    @app.exception_handler(MinetuneError)
+    async def minetune_error(_request: Request, exc: MinetuneError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for problem in exc.errors():
+            where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {problem.get('msg')}" if where else str(problem.get("msg")))
+        return _error(422, "Invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+        response = _error(exc.status_code, str(exc.detail), kind)
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    from minetune.server import pages
+
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _version() -> str:
+    from minetune import __version__
+
+    return __version__
