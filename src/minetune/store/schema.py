@@ -303,6 +303,41 @@ class Adapter(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+COMPARISON_WINNERS = ("a", "b", "tie")
+
+
+class Comparison(Base):
+    """A blind A/B comparison: one prompt answered by two arms, shown as A and B in random order.
+
+    ``arm_a``/``arm_b`` name the arm shown as A/B (e.g. ``v3``, ``v5 prompt-only``); ``winner``
+    stays None until the user picks. A prompt drawn from a past turn links to it, so forgetting
+    the turn removes the comparison too.
+    """
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        CheckConstraint("winner IS NULL OR winner IN ('a', 'b', 'tie')", name="ck_comparisons_winner"),
+        NEVER_REUSE_IDS,
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    arm_a: Mapped[str] = mapped_column(String(200))
+    arm_b: Mapped[str] = mapped_column(String(200))
+    version_a_id: Mapped[int | None] = mapped_column(ForeignKey("program_versions.id"))
+    version_b_id: Mapped[int | None] = mapped_column(ForeignKey("program_versions.id"))
+    model_a: Mapped[str] = mapped_column(String(1000))
+    model_b: Mapped[str] = mapped_column(String(1000))
+    messages_a: Mapped[list[Any]] = mapped_column(default=list)
+    messages_b: Mapped[list[Any]] = mapped_column(default=list)
+    answer_a: Mapped[str] = mapped_column(Text)
+    answer_b: Mapped[str] = mapped_column(Text)
+    winner: Mapped[str | None] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 @event.listens_for(Session, "before_flush")
 def _versions_are_immutable(session: Session, _ctx: Any, _instances: Any) -> None:
     for obj in session.dirty:
