@@ -1,23 +1,31 @@
 """The local Hugging Face backend: transformers causal LMs, optionally with a LoRA adapter.
 
 torch, transformers, peft and huggingface_hub are imported inside the functions that need them,
-so importing :mod:`minetune.models` stays cheap. Loaded models are cached per process.
+so importing :mod:`minetune.models` stays cheap.
+
+Each base model is loaded once per process (:class:`ResidentBase`). LoRA adapters are attached to
+it with PEFT's multi-adapter API (``load_adapter`` under a name of their own), so every adapter of
+a base shares one copy of the base weights, and switching between adapters — or back to the
+plain base, through ``disable_adapter()`` — is a flag change, not a load. Generations that need
+different adapters take turns; generations with the same adapter run side by side.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from minetune.errors import ModelError
 from minetune.models.base import Completion, CompletionStream, Message
 
-# (model dir, adapter dir or "") -> (model, tokenizer); loads are serialised by _LOAD_LOCK.
-_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+# model dir -> its resident base (with its attached adapters); loads are serialised by _LOAD_LOCK.
+_BASES: dict[str, ResidentBase] = {}
 _LOAD_LOCK = threading.Lock()
+_UNKNOWN = "\0unknown"  # ResidentBase._serving before the first generation and after an attach
 
 _HUB_IGNORE = ["*.msgpack", "*.h5", "*.ot", "*.gguf", "*.onnx", "original/*", "*.pth"]
 
@@ -80,14 +88,109 @@ def _pick_device_and_dtype() -> tuple[str, Any]:
     return "cpu", torch.float32
 
 
-def load_model(model_dir: Path, adapter: Path | None = None) -> tuple[Any, Any]:
-    """Load (or fetch from the per-process cache) the model and tokenizer, with the adapter applied."""
-    key = (str(model_dir), str(adapter or ""))
-    cached = _CACHE.get(key)
+class ResidentBase:
+    """One loaded base model, its tokenizer and the LoRA adapters attached to it.
+
+    ``model`` is the transformers model until the first adapter is attached, then the
+    ``PeftModel`` that wraps it (the base weights are the same tensors either way). Use
+    :meth:`serving` around every forward pass: it switches the model to an adapter (or to the
+    base) and keeps it there until every generation that asked for the same thing is done.
+    """
+
+    def __init__(self, model_dir: Path, model: Any, tokenizer: Any, device: str) -> None:
+        self.model_dir = model_dir
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.adapters: dict[str, str] = {}  # adapter dir -> PEFT adapter name
+        self._cond = threading.Condition()
+        self._users = 0
+        self._serving: str | None = _UNKNOWN  # the adapter name in effect; None is the plain base
+        self._base_context: Any = None  # an entered disable_adapter() while the base is served
+
+    @property
+    def is_peft(self) -> bool:
+        return bool(self.adapters)
+
+    def attach(self, adapter_dir: Path) -> str:
+        """Load the adapter in ``adapter_dir`` onto this base once; returns its adapter name."""
+        key = str(adapter_dir)
+        with self._cond:
+            while self._users and key not in self.adapters:  # adding layers must not race a forward pass
+                self._cond.wait()
+            if key in self.adapters:
+                return self.adapters[key]
+            try:
+                from peft import PeftModel
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ModelError("LoRA adapters need peft; run pip install 'minetune[hf]'") from exc
+            name = f"adapter{len(self.adapters) + 1}"  # PEFT names become module keys: no dots
+            self._leave_base()
+            self._serving = _UNKNOWN
+            try:
+                if self.is_peft:
+                    self.model.load_adapter(str(adapter_dir), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=name)
+            except Exception as exc:  # bad config, corrupt weights, wrong shapes for this base
+                _forget_base(self)  # the layers may be half attached: the next request loads afresh
+                raise ModelError(f"Could not load the LoRA adapter {adapter_dir}: "
+                                 f"{' '.join(str(exc).split())[:300]}") from None
+            self.model.to(self.device)
+            self.model.eval()
+            self.adapters[key] = name
+            return name
+
+    @contextmanager
+    def serving(self, adapter: str | None) -> Iterator[Any]:
+        """The model switched to ``adapter`` (an attached adapter's name; None: the plain base)
+        for the length of the block."""
+        with self._cond:
+            while self._users and self._serving != adapter:
+                self._cond.wait()
+            if self._serving != adapter:
+                self._switch(adapter)
+            self._users += 1
+        try:
+            yield self.model
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    def _switch(self, adapter: str | None) -> None:
+        if self.is_peft:
+            if adapter is None:
+                if self._base_context is None:
+                    context = self.model.disable_adapter()
+                    context.__enter__()
+                    self._base_context = context
+            else:
+                self._leave_base()
+                self.model.set_adapter(adapter, inference_mode=True)
+        elif adapter is not None:  # pragma: no cover - names only come from attach()
+            raise ModelError(f"No adapter {adapter!r} is attached to {self.model_dir}.")
+        self._serving = adapter
+
+    def _leave_base(self) -> None:
+        if self._base_context is not None:
+            context, self._base_context = self._base_context, None
+            context.__exit__(None, None, None)
+
+
+def _forget_base(base: ResidentBase) -> None:
+    if _BASES.get(str(base.model_dir)) is base:
+        del _BASES[str(base.model_dir)]
+
+
+def resident_base(model_dir: Path) -> ResidentBase:
+    """The process's resident copy of the base model in ``model_dir``, loaded on first use."""
+    key = str(model_dir)
+    cached = _BASES.get(key)
     if cached is not None:
         return cached
     with _LOAD_LOCK:
-        cached = _CACHE.get(key)
+        cached = _BASES.get(key)
         if cached is not None:
             return cached
         try:
@@ -101,22 +204,22 @@ def load_model(model_dir: Path, adapter: Path | None = None) -> tuple[Any, Any]:
         except (OSError, ValueError) as exc:
             raise ModelError(f"Could not load a causal language model from {model_dir}: "
                              f"{' '.join(str(exc).split())[:300]}") from None
-        if adapter is not None:
-            try:
-                from peft import PeftModel
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ModelError("LoRA adapters need peft; run pip install 'minetune[hf]'") from exc
-            try:
-                model = PeftModel.from_pretrained(model, str(adapter))
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"Could not load the LoRA adapter {adapter}: "
-                                 f"{' '.join(str(exc).split())[:300]}") from None
         model.to(device)
         model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        _CACHE[key] = (model, tokenizer)
-        return model, tokenizer
+        base = _BASES[key] = ResidentBase(model_dir, model, tokenizer, device)
+        return base
+
+
+def load_model(model_dir: Path, adapter: Path | None = None) -> tuple[Any, Any]:
+    """The resident model (a ``PeftModel`` once any adapter is attached) and tokenizer of
+    ``model_dir``, with ``adapter`` attached. Which adapter is in effect is decided per
+    generation (:meth:`ResidentBase.serving`), so use the model through it."""
+    base = resident_base(model_dir)
+    if adapter is not None:
+        base.attach(adapter)
+    return base.model, base.tokenizer
 
 
 class LocalHFModel:
@@ -152,8 +255,15 @@ class LocalHFModel:
         return f"LocalHFModel(spec={self.spec!r}, model_dir={str(self.model_dir)!r})"
 
     def load(self) -> tuple[Any, Any]:
-        """Load the weights now (otherwise they load on the first request); returns (model, tokenizer)."""
+        """Load the weights now (otherwise they load on the first request); returns (model, tokenizer).
+
+        The model is shared by every spec on the same base; generate through :meth:`complete`
+        or :meth:`stream`, which switch it to this spec's adapter (or the plain base) first."""
         return load_model(self.model_dir, self.adapter_dir)
+
+    def _resident(self) -> tuple[ResidentBase, str | None]:
+        base = resident_base(self.model_dir)
+        return base, base.attach(self.adapter_dir) if self.adapter_dir is not None else None
 
     def complete(
         self, messages: list[Message], *, temperature: float | None = None, max_tokens: int | None = None
@@ -165,10 +275,10 @@ class LocalHFModel:
         self, messages: list[Message], *, temperature: float | None = None, max_tokens: int | None = None
     ) -> CompletionStream:
         """Like :meth:`complete`, yielding decoded text deltas from a generation thread."""
-        model, tokenizer = self.load()
-        inputs = self._encode(tokenizer, messages)
-        kwargs = self._generate_kwargs(tokenizer, inputs, temperature, max_tokens)
-        return CompletionStream(self._run(model, tokenizer, inputs, kwargs))
+        base, adapter = self._resident()
+        inputs = self._encode(base.tokenizer, messages)
+        kwargs = self._generate_kwargs(base.tokenizer, inputs, temperature, max_tokens)
+        return CompletionStream(self._run(base, adapter, inputs, kwargs))
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -199,12 +309,13 @@ class LocalHFModel:
         return kwargs
 
     def _run(
-        self, model: Any, tokenizer: Any, inputs: Any, kwargs: dict[str, Any]
+        self, base: ResidentBase, adapter: str | None, inputs: Any, kwargs: dict[str, Any]
     ) -> Generator[str, None, Completion]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        inputs = inputs.to(model.device)
+        tokenizer = base.tokenizer
+        inputs = inputs.to(base.device)
         prompt_len = int(inputs["input_ids"].shape[-1])
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         abandoned = threading.Event()
@@ -219,7 +330,7 @@ class LocalHFModel:
 
         def work() -> None:
             try:
-                with torch.inference_mode():
+                with base.serving(adapter) as model, torch.inference_mode():
                     result["ids"] = model.generate(**inputs, **kwargs, streamer=streamer,
                                                    stopping_criteria=StoppingCriteriaList([StopWhenAbandoned()]))
             except Exception as exc:  # surfaced to the consumer below
@@ -242,7 +353,7 @@ class LocalHFModel:
             raise ModelError(f"{self.spec}: generation failed ({type(exc).__name__}: "
                              f"{' '.join(str(exc).split())[:300]})") from exc
         new_ids = result["ids"][0][prompt_len:].tolist()  # one sequence, so no padding to strip
-        finish = "stop" if new_ids and new_ids[-1] in _eos_ids(model, tokenizer) else "length"
+        finish = "stop" if new_ids and new_ids[-1] in _eos_ids(base.model, tokenizer) else "length"
         return Completion(
             text="".join(parts),
             model=self.spec,
