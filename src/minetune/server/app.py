@@ -92,6 +92,15 @@ def create_app(
     from minetune.server import pages
 
     app.include_router(pages.router)
+    from minetune.server import learned
+
+    app.include_router(learned.router)
+    from minetune.server import training
+
+    app.include_router(training.router)
+    from minetune.server import compare
+
+    app.include_router(compare.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

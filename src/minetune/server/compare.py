@@ -1,0 +1,129 @@
+"""The blind A/B page: pick two arms and a prompt, read answers A and B without knowing which arm
+wrote which, pick the better one (or a tie), and see win rates with 95% Wilson intervals."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from minetune.learn import abtest
+from minetune.loop import MAX_MESSAGE_CHARS
+from minetune.server.auth import current_user
+from minetune.server.pagehelp import (
+    MAX_PROGRAM_NAME,
+    bad_request,
+    checked_program,
+    checked_text,
+    done,
+    found,
+    page_url,
+    server_state,
+    user_store,
+)
+from minetune.server.templating import render
+from minetune.store import comparisons as comparisons_db
+
+router = APIRouter()
+
+MAX_ID = 2**31 - 1
+RECENT_PROMPTS = 20
+HISTORY_ROWS = 30
+
+ProgramQuery = Annotated[str, Query(max_length=MAX_PROGRAM_NAME)]
+ProgramForm = Annotated[str, Form(max_length=MAX_PROGRAM_NAME)]
+ComparisonId = Annotated[int, Path(ge=1, le=MAX_ID)]
+OptionalNumber = Annotated[int | None, Form(ge=1, le=MAX_ID)]
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request, program: ProgramQuery = "default", user: str = Depends(current_user)
+) -> Response:
+    store = user_store(request, user)
+    program = checked_program(store, program)
+    versions = store.versions(program)
+    active = store.active_version(program)
+    parent = next((v for v in versions if v.id == active.parent_id), None)
+    rows = comparisons_db.list_comparisons(store, program)
+    return render(
+        request,
+        "compare.html",
+        user=user,
+        program=program,
+        programs=[p.name for p in store.programs()],
+        versions=list(reversed(versions)),
+        first=active.number,
+        second=(parent or versions[0]).number,
+        adapter_problem=abtest.adapter_unavailable(store, program),
+        recent=comparisons_db.recent_messages(store, program, RECENT_PROMPTS),
+        matchups=abtest.matchups(rows),
+        history=rows[:HISTORY_ROWS],
+        max_prompt=MAX_MESSAGE_CHARS,
+    )
+
+
+@router.post("/compare")
+def start_comparison(
+    request: Request,
+    program: ProgramForm = "default",
+    mode: Annotated[Literal["versions", "adapter"], Form()] = "versions",
+    first: OptionalNumber = None,
+    second: OptionalNumber = None,
+    prompt: Annotated[str, Form()] = "",
+    turn_id: OptionalNumber = None,
+    user: str = Depends(current_user),
+) -> Response:
+    """Answer the prompt with both arms (on this worker thread, off the event loop) and store an
+    undecided comparison. The reply names no arm."""
+    state = server_state(request)
+    store = user_store(request, user)
+    program = checked_program(store, program)
+    with found():
+        if turn_id is not None:
+            text = comparisons_db.turn_message(store, program, turn_id)
+        else:
+            text = checked_text(prompt, "prompt", MAX_MESSAGE_CHARS)
+        if mode == "adapter":
+            arms = abtest.adapter_arms(store, program)
+        elif first is None or second is None:
+            raise bad_request("Pick the two versions to compare.")
+        else:
+            arms = abtest.version_arms(store, program, first, second)
+        row = abtest.compare(store, state.settings, program, arms, text, state.model, turn_id=turn_id)
+    url = f"/compare/{row.id}"
+    return done(request, url, {"id": row.id, "url": url}, status=201)
+
+
+@router.get("/compare/{comparison_id}", response_class=HTMLResponse)
+def comparison_page(
+    request: Request, comparison_id: ComparisonId, user: str = Depends(current_user)
+) -> Response:
+    store = user_store(request, user)
+    with found():
+        row = comparisons_db.get_comparison(store, comparison_id)
+        program = comparisons_db.comparison_program(store, comparison_id)
+    matchup = None
+    if row.winner is not None:  # only once picked: until then the page must not tell the arms apart
+        pair = {row.arm_a, row.arm_b}
+        decided = [r for r in comparisons_db.list_comparisons(store, program) if {r.arm_a, r.arm_b} == pair]
+        matchup = next(iter(abtest.matchups(decided)), None)
+    return render(request, "comparison.html", user=user, program=program, row=row, matchup=matchup)
+
+
+@router.post("/compare/{comparison_id}/pick")
+def pick(
+    request: Request,
+    comparison_id: ComparisonId,
+    choice: Annotated[Literal["a", "b", "tie"], Form()],
+    user: str = Depends(current_user),
+) -> Response:
+    store = user_store(request, user)
+    with found():
+        before = comparisons_db.get_comparison(store, comparison_id)
+    if before.winner is not None:
+        raise bad_request(f"Comparison {comparison_id} is already decided.", status=409)
+    row = comparisons_db.record_pick(store, comparison_id, choice)
+    payload = {"id": row.id, "winner": row.winner, "arm_a": row.arm_a, "arm_b": row.arm_b}
+    return done(request, page_url(f"/compare/{row.id}"), payload)

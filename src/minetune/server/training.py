@@ -1,0 +1,285 @@
+"""The training page: start a local LoRA run or a hosted fine-tuning job in the background, follow
+its progress, and browse the job history with loss curves (server-side SVG)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from minetune.errors import MinetuneError
+from minetune.server.auth import current_user
+from minetune.server.losschart import curve_series, line_chart_svg
+from minetune.server.pagehelp import (
+    MAX_PROGRAM_NAME,
+    bad_request,
+    checked_program,
+    done,
+    found,
+    page_url,
+    server_state,
+    user_store,
+)
+from minetune.server.templating import render
+from minetune.server.training_runs import (
+    TrainingRun,
+    TrainingRuns,
+    hosted_work,
+    local_work,
+    poll_hosted,
+    registry,
+    start,
+)
+from minetune.store import Store
+from minetune.store import training as jobs_db
+from minetune.store.schema import TrainingJob
+
+MAX_ID = 2**31 - 1
+MAX_SPEC = 1000
+HIDDEN_HYPERPARAMETERS = ("examples", "eval")
+
+
+async def _lifespan(app: FastAPI) -> Any:
+    yield
+    registry(app.state).cancel_local()  # a local run stops after its current step, keeping a checkpoint
+
+
+router = APIRouter(lifespan=_lifespan)
+
+ProgramQuery = Annotated[str, Query(max_length=MAX_PROGRAM_NAME)]
+ProgramForm = Annotated[str, Form(max_length=MAX_PROGRAM_NAME)]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
+RunId = Annotated[str, Path(max_length=64)]
+
+
+def _runs(request: Request) -> TrainingRuns:
+    return registry(request.app.state)
+
+
+def _hosted_config(request: Request) -> Any:
+    from minetune.train.hosted import load_config
+
+    return load_config(server_state(request).settings)
+
+
+def _base_model(request: Request, store: Store, program: str) -> tuple[str | None, str | None]:
+    """(the base model local training would use, or why there is none)."""
+    from minetune.train.lora import resolve_base
+
+    try:
+        return resolve_base(store, server_state(request).settings, program).name, None
+    except MinetuneError as exc:
+        return None, str(exc)
+
+
+def _job_row(job: TrainingJob, program: str) -> dict[str, Any]:
+    metrics = dict(job.metrics or {})
+    first, final = metrics.get("first_loss"), metrics.get("final_loss")
+    curve = [
+        p
+        for p in job.loss_curve or []
+        if isinstance(p, dict) and isinstance(p.get("train_loss"), int | float)
+    ]
+    if first is None and curve:
+        first, final = curve[0]["train_loss"], curve[-1]["train_loss"]
+    return {
+        "job": job,
+        "program": program,
+        "examples": len(job.example_attempt_ids or []),
+        "loss": f"{first:.3g} → {final:.3g}" if first is not None and final is not None else None,
+        "version": metrics.get("version"),
+        "activated": metrics.get("activated"),
+    }
+
+
+@router.get("/training", response_class=HTMLResponse)
+def training_page(
+    request: Request, program: ProgramQuery = "default", user: str = Depends(current_user)
+) -> Response:
+    from minetune.store.adapters import active_adapter
+    from minetune.train.datasets import eligibility_report
+
+    store = user_store(request, user)
+    program = checked_program(store, program)
+    base, base_problem = _base_model(request, store, program)
+    try:
+        config = _hosted_config(request)
+        hosted = {"base_url": config.base_url, "key": bool(config.api_key), "problem": None}
+    except MinetuneError as exc:
+        hosted = {"base_url": None, "key": False, "problem": str(exc)}
+    runs = _runs(request).of(user, program)
+    return render(
+        request,
+        "training.html",
+        user=user,
+        program=program,
+        programs=[p.name for p in store.programs()],
+        eligibility=eligibility_report(store, program),
+        base=base,
+        base_problem=base_problem,
+        adapter=active_adapter(store, program),
+        hosted=hosted,
+        live=next((r for r in runs if r.active), None),
+        jobs=[_job_row(job, name) for job, name in jobs_db.list_jobs(store, program)],
+    )
+
+
+def _started(request: Request, run: TrainingRun) -> Response:
+    payload = run.as_dict() | {"progress": f"/training/runs/{run.id}"}
+    return done(request, page_url("/training", program=run.program), payload, status=202)
+
+
+@router.post("/training/local")
+def start_local(
+    request: Request,
+    program: ProgramForm = "default",
+    method: Annotated[Literal["auto", "sft", "dpo", "kto"], Form()] = "auto",
+    base: Annotated[str, Form(max_length=MAX_SPEC)] = "",
+    steps: Annotated[int | None, Form(ge=1, le=1_000_000)] = None,
+    epochs: Annotated[float | None, Form(gt=0, le=1000)] = None,
+    lr: Annotated[float | None, Form(gt=0, le=1)] = None,
+    batch_size: Annotated[int | None, Form(ge=1, le=4096)] = None,
+    rank: Annotated[int | None, Form(ge=1, le=4096)] = None,
+    max_length: Annotated[int | None, Form(ge=16, le=1_000_000)] = None,
+    threads: Annotated[int | None, Form(ge=1, le=1024)] = None,
+    threshold: Annotated[int, Form(ge=1, le=5)] = 4,
+    activate: Annotated[bool, Form()] = False,
+    user: str = Depends(current_user),
+) -> Response:
+    from minetune.train.lora import TrainConfig
+
+    store = user_store(request, user)
+    program = checked_program(store, program)
+    fields: dict[str, Any] = {
+        "max_steps": steps,
+        "epochs": epochs,
+        "learning_rate": lr,
+        "batch_size": batch_size,
+        "rank": rank,
+        "max_length": max_length,
+        "threads": threads,
+    }
+    config = TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+    options = {
+        "method": method,
+        "base": base.strip() or None,
+        "config": config,
+        "activate": activate,
+        "threshold": threshold,
+    }
+    runs = _runs(request)
+    run = runs.begin(user, program, "local", method)
+    start(server_state(request), run, local_work(server_state(request), options), runs)
+    return _started(request, run)
+
+
+@router.post("/training/hosted")
+def start_hosted(
+    request: Request,
+    program: ProgramForm = "default",
+    method: Annotated[Literal["sft", "dpo"], Form()] = "sft",
+    model: Annotated[str, Form(max_length=MAX_SPEC)] = "",
+    epochs: Annotated[int | None, Form(ge=1, le=50)] = None,
+    threshold: Annotated[int, Form(ge=1, le=5)] = 4,
+    activate: Annotated[bool, Form()] = False,
+    user: str = Depends(current_user),
+) -> Response:
+    store = user_store(request, user)
+    program = checked_program(store, program)
+    if not model.strip():
+        raise bad_request("Name the base model to fine-tune (for example gpt-4.1-mini-2025-04-14).")
+    config = _hosted_config(request)
+    options = {
+        "method": method,
+        "model": model.strip(),
+        "activate": activate,
+        "n_epochs": epochs,
+        "threshold": threshold,
+    }
+    runs = _runs(request)
+    run = runs.begin(user, program, "hosted", method)
+    start(server_state(request), run, hosted_work(server_state(request), config, options), runs)
+    return _started(request, run)
+
+
+@router.get("/training/runs/{run_id}")
+def run_progress(request: Request, run_id: RunId, user: str = Depends(current_user)) -> JSONResponse:
+    run = _runs(request).get(user, run_id)
+    if run.kind == "hosted":
+        poll_hosted(server_state(request), run, _hosted_config(request))
+    return JSONResponse(run.as_dict())
+
+
+@router.post("/training/runs/{run_id}/cancel")
+def cancel_run(request: Request, run_id: RunId, user: str = Depends(current_user)) -> Response:
+    run = _runs(request).get(user, run_id)
+    if not run.active:
+        raise bad_request(f"The run has already {run.status}; there is nothing to cancel.", status=409)
+    if run.kind == "local":
+        run.cancel.set()
+        run.phase = "cancelling"
+    elif run.job_id is not None:
+        from minetune.train import hosted
+
+        job = hosted.cancel(user_store(request, user), run.job_id, _hosted_config(request))
+        run.phase = job.status
+        if job.done:
+            run.finish(job.status, error=job.error)
+    return done(request, page_url("/training", program=run.program), run.as_dict())
+
+
+def _svg(svg: str) -> Response:
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/training/runs/{run_id}/loss.svg")
+def run_loss_chart(request: Request, run_id: RunId, user: str = Depends(current_user)) -> Response:
+    run = _runs(request).get(user, run_id)
+    points: list[Any] = list(run.curve)
+    if not run.active and run.job_id is not None:
+        points = list(jobs_db.get_job(user_store(request, user), run.job_id).loss_curve or []) or points
+    return _svg(line_chart_svg(curve_series(points), title=f"Loss · {run.kind} {run.method.upper()}"))
+
+
+def _job(request: Request, user: str, job_id: int) -> tuple[TrainingJob, str]:
+    store = user_store(request, user)
+    with found():
+        return jobs_db.get_job(store, job_id), jobs_db.job_program_name(store, job_id)
+
+
+@router.get("/training/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
+    job, program = _job(request, user, job_id)
+    hyper = {k: v for k, v in (job.hyperparameters or {}).items() if k not in HIDDEN_HYPERPARAMETERS}
+    live = next((r for r in _runs(request).of(user, program) if r.job_id == job.id and r.active), None)
+    return render(
+        request,
+        "training_job.html",
+        user=user,
+        program=program,
+        row=_job_row(job, program),
+        hyperparameters=hyper,
+        metrics=dict(job.metrics or {}),
+        chart=line_chart_svg(curve_series(job.loss_curve or []), title=f"Loss · job {job.id}"),
+        live=live,
+    )
+
+
+@router.get("/training/jobs/{job_id}/loss.svg")
+def job_loss_chart(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
+    job, _ = _job(request, user, job_id)
+    return _svg(line_chart_svg(curve_series(job.loss_curve or []), title=f"Loss · job {job.id}"))
+
+
+@router.post("/training/jobs/{job_id}/refresh")
+def refresh_job(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
+    """Fetch a hosted job's status from its provider (registers the model as a version on success)."""
+    from minetune.train import hosted
+
+    job, _ = _job(request, user, job_id)
+    if job.kind != "hosted":
+        raise bad_request(f"Job {job_id} is a local training run; only hosted jobs are refreshed.")
+    view = hosted.refresh(user_store(request, user), job_id, _hosted_config(request))
+    payload = {"job": view.id, "status": view.status, "version": view.version, "error": view.error}
+    return done(request, f"/training/jobs/{job_id}", payload)
