@@ -101,6 +101,9 @@ def create_app(
     from minetune.server import compare
 
     app.include_router(compare.router)
+    from minetune.server import proxy
+
+    app.include_router(proxy.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -1,0 +1,448 @@
+"""The learning proxy's core: answer OpenAI-format chat requests with a program and capture them.
+
+``minetune serve`` exposes this at ``/v1`` (:mod:`minetune.server.proxy`); nothing here knows
+about HTTP. A request is handled like :meth:`minetune.loop.Session.send`:
+
+- The program's active version is rendered (instructions, lessons and the demos retrieved for
+  the new message, exactly as a Session does) into the system message; the client's own leading
+  system messages follow it inside that message. The client owns the history: its earlier
+  user/assistant messages are passed through as sent.
+- The exact messages sent upstream are stored as a conversation, turn and attempt. When the
+  client's last assistant message is the text of a stored attempt of this user's program, the
+  turn continues that attempt's conversation; otherwise a new conversation starts.
+- Praise in the new message (the :class:`~minetune.feedback.PraiseDetector` rules) about that
+  previous answer is recorded on it: 5 stars unless the user rated it explicitly.
+
+Response ids are ``mt-<attempt id>`` (for example ``mt-42``); :func:`record_feedback` takes one to
+rate that answer, after which :func:`learn` re-optimizes the program.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from minetune.config import Settings
+from minetune.errors import MinetuneError, NotFoundError
+from minetune.feedback import PraiseDetector, parse_stars
+from minetune.learn.demos import Demo
+from minetune.learn.reoptimize import Learner, LearningReport
+from minetune.loop import MAX_MESSAGE_CHARS
+from minetune.models.base import ChatModel, Completion, CompletionStream, Message
+from minetune.program import render_system_prompt
+from minetune.store import DEFAULT_PROGRAM, Store
+from minetune.store.exchanges import (
+    ExchangeIds,
+    attempt_program,
+    discard_exchange,
+    find_answer,
+    finish_attempt,
+    record_exchange,
+)
+from minetune.store.schema import ProgramVersion
+
+RESPONSE_ID_PREFIX = "mt-"
+MODEL_PREFIX = "minetune/"
+SOURCE = "proxy"  # conversations.source of what the proxy stores
+_RESPONSE_ID = re.compile(r"mt-(\d{1,18})")
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class MessageTooLongError(MinetuneError):
+    """One message is over :data:`minetune.loop.MAX_MESSAGE_CHARS`."""
+
+
+def program_for_model(model: str | None) -> str:
+    """``minetune/<program>`` names a program; ``minetune``, nothing or an upstream model name
+    (``gpt-4o-mini``) means the ``default`` program."""
+    name = (model or "").strip()
+    if name.startswith(MODEL_PREFIX):
+        return name[len(MODEL_PREFIX) :].strip() or DEFAULT_PROGRAM
+    return DEFAULT_PROGRAM
+
+
+def model_name(program: str) -> str:
+    """The model name a client uses for ``program``: ``minetune/<program>``."""
+    return MODEL_PREFIX + program
+
+
+def response_id(attempt_id: int) -> str:
+    """The response id of an attempt: ``mt-<attempt id>``."""
+    return f"{RESPONSE_ID_PREFIX}{attempt_id}"
+
+
+def _unknown_response(rid: str) -> NotFoundError:
+    shown = rid if len(rid) <= 60 else rid[:59] + "…"
+    return NotFoundError(
+        f"Unknown response id {shown!r}: expected the id of one of your responses (mt-<number>)."
+    )
+
+
+def attempt_id_of(rid: str) -> int:
+    """The attempt id inside a response id; NotFoundError when it is not one."""
+    match = _RESPONSE_ID.fullmatch(rid.strip())
+    if match is None:
+        raise _unknown_response(rid)
+    return int(match.group(1))
+
+
+def _text(content: Any, position: int) -> str:
+    """A message's content as text: a string, or the text parts of a content list joined."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise MinetuneError(
+                f"Message {position} has a {kind or 'malformed'!s} content part; only text is supported."
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def normalize_messages(raw: Sequence[Mapping[str, Any]]) -> list[Message]:
+    """Client messages as plain ``{"role", "content"}`` text messages (``developer`` counts as
+    ``system``); raises a clear error for an unsupported role or part, or an over-long message."""
+    messages: list[Message] = []
+    for position, item in enumerate(raw, start=1):
+        role = _ROLES.get(str(item.get("role")))
+        if role is None:
+            raise MinetuneError(
+                f"Message {position} has role {item.get('role')!r}; expected system, user or assistant."
+            )
+        text = _text(item.get("content"), position)
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise MessageTooLongError(
+                f"Message {position} is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
+            )
+        messages.append({"role": role, "content": text})
+    if not messages or messages[-1]["role"] != "user":
+        raise MinetuneError("The last message must be the user's message to answer.")
+    if not messages[-1]["content"].strip():
+        raise MinetuneError("The user's message is empty; send some text.")
+    return messages
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request rendered for upstream, before the model is called."""
+
+    program: str
+    version: ProgramVersion
+    messages: list[Message]  # exactly what goes upstream
+    user_message: str
+    title: str
+    demos: list[Demo]
+    embedding: np.ndarray | None
+    conversation_id: int | None  # the stored conversation this turn continues, if any
+    previous_attempt_id: int | None  # the stored answer the client quoted as its last assistant message
+    praise: str | None = None  # the praise phrase found in the message, when it praised that answer
+    praise_feedback_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A stored answer."""
+
+    attempt_id: int
+    turn_id: int
+    conversation_id: int
+    text: str
+    model_spec: str
+    latency_ms: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+
+    @property
+    def response_id(self) -> str:
+        return response_id(self.attempt_id)
+
+
+@dataclass(frozen=True)
+class RecordedFeedback:
+    feedback_id: int
+    attempt_id: int
+    program: str
+
+
+class Gateway:
+    """Answers chat requests for any user's :class:`Store`; one per server (holds the praise rules)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.praise = PraiseDetector(settings.praise)
+        self.recent = RecentAnswers()
+
+    def _find_answer(self, store: Store, program_id: int, text: str) -> tuple[int, int] | None:
+        """The stored answer a client quotes: a recent one is checked by id, else the store is searched."""
+        cached = self.recent.get(store.user_id, program_id, text)
+        found = find_answer(store, program_id, text, cached) if cached is not None else None
+        return found or find_answer(store, program_id, text)
+
+    def remember(self, store: Store, program_id: int, answer: Answer) -> None:
+        """Note an answer, so that the client quoting it back next turn is found by id."""
+        self.recent.put(store.user_id, program_id, answer.text, answer.attempt_id)
+
+    def prepare(self, store: Store, program: str, raw_messages: Sequence[Mapping[str, Any]]) -> Prepared:
+        """Validate and render a request; records praise of the previous answer (nothing else is
+        stored until the answer arrives). NotFoundError for an unknown program."""
+        client = normalize_messages(raw_messages)
+        version = store.active_version(program)
+        user_message = client[-1]["content"]
+        previous = None
+        quoted = next((m["content"] for m in reversed(client) if m["role"] == "assistant"), "")
+        if quoted.strip():
+            previous = self._find_answer(store, version.program_id, quoted)
+        praise, praise_feedback_id = None, None
+        if previous is not None:
+            praise = self.praise.detect(user_message)
+            if praise is not None:
+                praise_feedback_id = record_praise(store, previous[0], user_message)
+        earlier_turns = store.conversation_turn_ids(previous[1]) if previous is not None else []
+        demos, embedding = Learner(store, self.settings, program).demos_for(user_message, earlier_turns)
+        first_user = next(m["content"] for m in client if m["role"] == "user")
+        return Prepared(
+            program=program,
+            version=version,
+            messages=_merge_system(render_system_prompt(version, demos), client),
+            user_message=user_message,
+            title=first_user.strip().splitlines()[0][:80] if first_user.strip() else "",
+            demos=demos,
+            embedding=embedding,
+            conversation_id=previous[1] if previous is not None else None,
+            previous_attempt_id=previous[0] if previous is not None else None,
+            praise=praise,
+            praise_feedback_id=praise_feedback_id,
+        )
+
+    def complete(
+        self,
+        store: Store,
+        prepared: Prepared,
+        model: ChatModel,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Answer:
+        """Ask ``model`` and store the answer; upstream errors (ModelError) store nothing."""
+        start = time.perf_counter()
+        completion = model.complete(prepared.messages, **self._sampling(temperature, max_tokens))
+        latency = (time.perf_counter() - start) * 1000
+        ids = record_exchange(
+            store,
+            prepared.version.program_id,
+            prepared.conversation_id,
+            prepared.user_message,
+            title=prepared.title,
+            source=SOURCE,
+            **_attempt_fields(prepared, model.spec, completion, latency),
+        )
+        Learner(store, self.settings, prepared.program).remember_embedding(ids.turn_id, prepared.embedding)
+        answer = _answer(ids, model.spec, completion, latency)
+        self.remember(store, prepared.version.program_id, answer)
+        return answer
+
+    def stream(
+        self,
+        store: Store,
+        prepared: Prepared,
+        model: ChatModel,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> AnswerStream:
+        """Start streaming from ``model``; the attempt is stored before the first delta so its id
+        is known. Errors connecting upstream (ModelError) raise here and store nothing."""
+        start = time.perf_counter()
+        upstream = model.stream(prepared.messages, **self._sampling(temperature, max_tokens))
+        pending = Completion(text="", model=model.spec)
+        ids = record_exchange(
+            store,
+            prepared.version.program_id,
+            prepared.conversation_id,
+            prepared.user_message,
+            title=prepared.title,
+            source=SOURCE,
+            **_attempt_fields(prepared, model.spec, pending, 0.0),
+        )
+        return AnswerStream(self, store, prepared, ids, upstream, model.spec, start)
+
+    def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
+        return {
+            "temperature": self.settings.temperature if temperature is None else temperature,
+            "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
+        }
+
+
+class RecentAnswers:
+    """Attempt ids of recent answers by user, program and text (hashed): a bounded LRU, so the
+    next turn of a conversation finds its previous answer without searching the store."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._ids: OrderedDict[tuple[int, int, bytes], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(user_id: int, program_id: int, text: str) -> tuple[int, int, bytes]:
+        return user_id, program_id, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, user_id: int, program_id: int, text: str) -> int | None:
+        key = self._key(user_id, program_id, text)
+        with self._lock:
+            found = self._ids.get(key)
+            if found is not None:
+                self._ids.move_to_end(key)
+            return found
+
+    def put(self, user_id: int, program_id: int, text: str, attempt_id: int) -> None:
+        key = self._key(user_id, program_id, text)
+        with self._lock:
+            self._ids[key] = attempt_id
+            self._ids.move_to_end(key)
+            while len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+
+
+class AnswerStream:
+    """Iterate for the text deltas of a streamed answer. Its attempt is already stored (see
+    ``response_id``); it is completed when the stream ends, and deleted if it never does
+    (an upstream failure mid-stream or a client that went away)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        store: Store,
+        prepared: Prepared,
+        ids: ExchangeIds,
+        upstream: CompletionStream,
+        model_spec: str,
+        start: float,
+    ) -> None:
+        self._gateway = gateway
+        self._store = store
+        self._prepared = prepared
+        self.ids = ids
+        self._upstream = upstream
+        self._model_spec = model_spec
+        self._start = start
+        self.answer: Answer | None = None
+
+    @property
+    def response_id(self) -> str:
+        return response_id(self.ids.attempt_id)
+
+    def __iter__(self) -> Iterator[str]:
+        finished = False
+        try:
+            yield from self._upstream
+            completion = self._upstream.completion
+            assert completion is not None
+            latency = (time.perf_counter() - self._start) * 1000
+            fields = _attempt_fields(self._prepared, self._model_spec, completion, latency)
+            finish_attempt(
+                self._store,
+                self.ids.attempt_id,
+                **{k: fields[k] for k in ("response", "latency_ms", "prompt_tokens", "completion_tokens")},
+            )
+            learner = Learner(self._store, self._gateway.settings, self._prepared.program)
+            learner.remember_embedding(self.ids.turn_id, self._prepared.embedding)
+            self.answer = _answer(self.ids, self._model_spec, completion, latency)
+            self._gateway.remember(self._store, self._prepared.version.program_id, self.answer)
+            finished = True
+        finally:
+            if not finished:
+                discard_exchange(self._store, self.ids)
+
+
+def record_praise(store: Store, attempt_id: int, message: str) -> int:
+    """Record ``message`` as praise of an attempt: 5 stars unless it was rated explicitly (then
+    the praise text only), as :class:`~minetune.loop.Session` does. Returns the feedback id."""
+    attempt = store.attempt(attempt_id)
+    rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
+    return store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message).id
+
+
+def record_feedback(store: Store, rid: str, stars: object, critique: str | None = None) -> RecordedFeedback:
+    """Rate the answer with response id ``rid`` (1-5 stars, optional critique); committed on return.
+
+    FeedbackError for bad stars; NotFoundError, with the same message, for an id that does not
+    exist and for one that belongs to another user.
+    """
+    value = parse_stars(stars)
+    critique = critique.strip() if critique and critique.strip() else None
+    if critique is not None and len(critique) > MAX_MESSAGE_CHARS:
+        raise MessageTooLongError(
+            f"The critique is {len(critique):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
+        )
+    attempt_id = attempt_id_of(rid)
+    try:
+        program = attempt_program(store, attempt_id)
+        feedback = store.add_feedback(attempt_id, "explicit", stars=value, critique=critique)
+    except NotFoundError:
+        raise _unknown_response(rid) from None
+    return RecordedFeedback(feedback.id, attempt_id, program)
+
+
+def learn(
+    store: Store, settings: Settings, program: str, feedback_id: int, reflector: ChatModel | None
+) -> LearningReport | None:
+    """Re-optimize ``program`` after one feedback event (demos; a critique becomes a lesson when a
+    ``reflector`` model is given), unless ``reoptimize`` is off. Slow: run it in the background."""
+    if not settings.reoptimize:
+        return None
+    return Learner(store, settings, program).on_feedback(feedback_id, reflector)
+
+
+def _merge_system(program_prompt: str, client: list[Message]) -> list[Message]:
+    """The program prompt first, then the client's leading system messages, as one system
+    message; the rest of the client's messages follow unchanged."""
+    lead = 0
+    while lead < len(client) and client[lead]["role"] == "system":
+        lead += 1
+    parts = [program_prompt] + [m["content"] for m in client[:lead]]
+    system = "\n\n".join(p for p in parts if p.strip())
+    head: list[Message] = [{"role": "system", "content": system}] if system else []
+    return head + client[lead:]
+
+
+def _attempt_fields(
+    prepared: Prepared, model_spec: str, completion: Completion, latency: float
+) -> dict[str, Any]:
+    return {
+        "demo_attempt_ids": [d.attempt_id for d in prepared.demos],
+        "version_id": prepared.version.id,
+        "model_spec": model_spec,
+        "messages": prepared.messages,
+        "response": completion.text,
+        "critique_used": None,
+        "latency_ms": round(latency, 3),
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+    }
+
+
+def _answer(ids: ExchangeIds, model_spec: str, completion: Completion, latency: float) -> Answer:
+    return Answer(
+        attempt_id=ids.attempt_id,
+        turn_id=ids.turn_id,
+        conversation_id=ids.conversation_id,
+        text=completion.text,
+        model_spec=model_spec,
+        latency_ms=round(latency, 3),
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
+    )
