@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from minetune.config import load_settings
-from minetune.models import resolve_model
+from minetune.errors import ModelError
+from minetune.loop import Session
+from minetune.models import parse_spec, resolve_model
 from minetune.models.local_hf import LocalHFModel, resident_base
+from minetune.models.spec import DEFAULT_ROUTE_SIMILARITY, is_routed
+from minetune.store import Store
+from minetune.store import adapters as adapters_db
+from minetune.store.schema import Adapter
+from minetune.train import adapters
+from minetune.train.adapters import RoutedModel, routed_model
+from minetune.train.lora import BaseModel
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft reads a renamed transformers property
 
@@ -150,8 +160,6 @@ def test_concurrent_generations_with_different_adapters(
 def test_a_broken_adapter_leaves_the_base_usable(
     tiny_model_dir: Path, two_adapters: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from minetune.errors import ModelError
-
     settings = load_settings()
     base = resolve_model(settings, f"hf:{tiny_model_dir}")
     expected = plain_greedy(tiny_model_dir)
@@ -173,3 +181,155 @@ def _plain_model(model_dir: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(model_dir))
+
+
+# -- routed specs ----------------------------------------------------------------------------------------
+
+SYSTEM = "You are terse."
+WORK = ("quarterly sales report", "sales meeting agenda", "report for the board")
+HOME = ("recipe for pasta dinner", "pasta sauce recipe", "dinner for kids")
+
+
+class WordEmbedder:
+    """A deterministic bag-of-words embedder (no model download)."""
+
+    name = "words"
+    dim = 64
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, sum(map(ord, word.strip("?.,!"))) % self.dim] += 1.0
+            norm = np.linalg.norm(out[i])
+            if norm:
+                out[i] /= norm
+        return out
+
+
+def domain_program(store: Store, model_dir: Path, adapter_dirs: tuple[Path, Path]) -> tuple[Adapter, Adapter]:
+    """Program ``p`` on the tiny base with a ``work`` and a ``home`` adapter, each trained (as far as
+    the lineage says) on three rated turns of its domain; the adapters' files are the random ones."""
+    store.create_program("p", SYSTEM, f"hf:{model_dir}")
+    conv = store.start_conversation("p").id
+    made = []
+    for domain, questions, folder in (("work", WORK, adapter_dirs[0]), ("home", HOME, adapter_dirs[1])):
+        attempt_ids = []
+        for question in questions:
+            turn = store.add_turn(conv, question)
+            messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+            attempt = store.add_attempt(
+                turn.id, model_spec="hf:x", messages=messages, response="ok", latency_ms=1.0
+            )
+            store.add_feedback(attempt.id, "explicit", 5)
+            attempt_ids.append(attempt.id)
+        adapter, _ = adapters_db.publish_adapter(
+            store,
+            "p",
+            place=_placed_at(folder),
+            serve_spec=BaseModel(str(model_dir)).spec,
+            method="sft",
+            base_model=str(model_dir),
+            domain=domain,
+            example_attempt_ids=attempt_ids,
+        )
+        made.append(adapter)
+    return made[0], made[1]
+
+
+def _placed_at(folder: Path) -> Callable[[int], str]:
+    return lambda _adapter_id: str(folder)
+
+
+def ask(model: Any, text: str) -> str:
+    return str(model.complete([{"role": "user", "content": text}], temperature=0, max_tokens=8).text)
+
+
+def test_a_routed_spec_answers_with_the_closest_domain_adapter_or_the_base(
+    tiny_model_dir: Path, two_adapters: tuple[Path, Path]
+) -> None:
+    settings = load_settings()
+    store = Store.open(settings)
+    try:
+        work, home = domain_program(store, tiny_model_dir, two_adapters)
+        spec = f"hf:{tiny_model_dir}?route"
+        with pytest.raises(ModelError, match="answered through its program"):
+            resolve_model(settings, spec)  # a routed spec needs its program
+        routed = routed_model(store, settings, "p", spec, embedder=WordEmbedder())
+        assert isinstance(routed, RoutedModel) and routed.spec == spec
+        direct = {
+            "work": resolve_model(settings, f"hf:{tiny_model_dir}?adapter={work.path}"),
+            "home": resolve_model(settings, f"hf:{tiny_model_dir}?adapter={home.path}"),
+            None: resolve_model(settings, f"hf:{tiny_model_dir}"),
+        }
+        for message, domain in (
+            ("agenda for the sales meeting", "work"),
+            ("pasta for dinner", "home"),
+            ("xylophone zebra", None),
+        ):
+            expected = {d: ask(m, message) for d, m in direct.items()}
+            assert len(set(expected.values())) == 3  # the three answers can be told apart
+            assert ask(routed, message) == expected[domain], message
+            assert routed.last_route is not None and routed.last_route.domain == domain
+        # A stricter threshold in the spec sends even a close message to the base model.
+        strict = routed_model(
+            store, settings, "p", f"hf:{tiny_model_dir}?route=0.99", embedder=WordEmbedder()
+        )
+        assert ask(strict, "agenda for the sales meeting") == ask(
+            direct[None], "agenda for the sales meeting"
+        )
+        assert strict.last_route is not None and strict.last_route.adapter is None
+    finally:
+        store.close()
+
+
+def test_switching_a_program_to_routing_and_chatting_through_it(
+    tiny_model_dir: Path, two_adapters: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minetune.learn import embed
+
+    monkeypatch.setitem(embed._CACHE, "words", WordEmbedder())  # the process's embedder cache
+    settings = load_settings(embedder="words", reoptimize=False, max_tokens=8, temperature=0.0)
+    store = Store.open(settings)
+    work, _ = domain_program(store, tiny_model_dir, two_adapters)
+    version = adapters.switch(store, settings, "p", "route")
+    assert version.model_spec == f"hf:{tiny_model_dir}?route" and version.adapter is None
+    assert "route between home, work" in version.note
+    with Session(store, settings, "p") as chat:
+        assert isinstance(chat.model(), RoutedModel)
+        answer = chat.send("the quarterly sales report")
+        assert answer.model == version.model_spec
+        assert chat.model().last_route.domain == "work"  # type: ignore[attr-defined]
+        direct = resolve_model(settings, f"hf:{tiny_model_dir}?adapter={work.path}")
+        base = resolve_model(settings, f"hf:{tiny_model_dir}")
+        expected = direct.complete(answer.messages, temperature=0, max_tokens=8).text
+        assert answer.text == expected != base.complete(answer.messages, temperature=0, max_tokens=8).text
+    # Switching to one adapter (or the base) ends routing.
+    store = Store.open(settings)
+    assert (
+        adapters.switch(store, settings, "p", "work").model_spec == f"hf:{tiny_model_dir}?adapter={work.path}"
+    )
+    store.close()
+
+
+def test_route_specs_parse() -> None:
+    assert parse_spec("hf:/m?route").route == DEFAULT_ROUTE_SIMILARITY
+    assert parse_spec("hf:/m?route=1").raw == "hf:/m?route"
+    assert parse_spec("hf:/m?route=0.5").raw == "hf:/m?route=0.5"
+    assert parse_spec("hf:/m?route=0.5").model == "/m"
+    vllm = parse_spec("vllm:base@http://127.0.0.1:8000/v1?route")
+    assert (vllm.model, vllm.base_url, vllm.route) == (
+        "base",
+        "http://127.0.0.1:8000/v1",
+        DEFAULT_ROUTE_SIMILARITY,
+    )
+    assert parse_spec("hf:/m").route is None and parse_spec("hf:/m?adapter=/a").route is None
+    assert not is_routed("hf:/m?adapter=/a") and is_routed("hf:/m?route")
+    for bad, message in (
+        ("hf:/m?route=2", "minimum similarity from 0"),
+        ("hf:/m?route=high", "minimum similarity from 0"),
+        ("hf:/m?adapter=/a?route", "drop \\?adapter="),
+    ):
+        with pytest.raises(ModelError, match=message):
+            parse_spec(bad)
+    assert parse_spec("ollama:m?route").model == "m?route"  # only hf: and vllm: route

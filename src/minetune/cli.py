@@ -1518,7 +1518,8 @@ def adapter_create(
 @program_option
 @click.pass_context
 def adapter_switch(ctx: click.Context, target: str, program: str) -> None:
-    """Serve TARGET: an adapter id, a domain (its newest adapter) or `base` (no adapter)."""
+    """Serve TARGET: an adapter id, a domain (its newest adapter), `route` (each message to its
+    domain's adapter, or the base model) or `base` (no adapter)."""
     from minetune.train.adapters import switch
 
     version = switch(_store(ctx), _settings(ctx), program, target)

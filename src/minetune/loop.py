@@ -28,6 +28,7 @@ from minetune.learn.demos import Demo
 from minetune.learn.reoptimize import Learner, LearningReport
 from minetune.models import ChatModel, resolve_model
 from minetune.models.base import Completion, Message
+from minetune.models.spec import is_routed
 from minetune.program import PriorAttempt, render_messages
 from minetune.store import DEFAULT_PROGRAM, Store, effective_ratings
 from minetune.store.schema import Attempt, ProgramVersion
@@ -106,7 +107,13 @@ class Session:
         if self._model is None:
             version = version or self.version
             spec = self._model_arg if isinstance(self._model_arg, str) else version.model_spec
-            self._model = resolve_model(self.settings, spec)
+            chosen = spec or self.settings.model
+            if chosen and is_routed(chosen):  # hf:DIR?route: each message goes to its domain's adapter
+                from minetune.train.adapters import routed_model
+
+                self._model = routed_model(self.store, self.settings, self.program, chosen)
+            else:
+                self._model = resolve_model(self.settings, spec)
         return self._model
 
     def _generate(self, messages: list[Message], on_delta: DeltaCallback | None) -> tuple[Completion, float]:

@@ -109,6 +109,11 @@ def describe_detection(settings: Settings) -> list[str]:
 def build_model(spec: ModelSpec, settings: Settings) -> ChatModel:
     """Construct the backend for a parsed spec (importing only that backend's dependencies)."""
     temperature, max_tokens, timeout = settings.temperature, settings.max_tokens, settings.request_timeout
+    if spec.route is not None:
+        raise ModelError(
+            f"{spec.raw} routes among a program's domain adapters, so it is answered through its program "
+            "(minetune chat -p PROGRAM, or Session); to use one adapter, give ?adapter=DIR instead"
+        )
     if spec.backend == "hf":
         from minetune.models.local_hf import LocalHFModel
 

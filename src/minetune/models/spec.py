@@ -7,6 +7,12 @@ Valid forms::
     openai-compatible:<model>@<http(s)://url>   any OpenAI-compatible server (vLLM, llama.cpp, ...)
     hf:<local dir or hub id>[?adapter=<dir>]    local transformers model, optionally with a LoRA adapter
     vllm:<model>@<http(s)://url>[?adapter=<dir>] a vLLM server; the adapter is loaded at runtime
+
+``hf:`` and ``vllm:`` specs may end in ``?route`` (or ``?route=<min similarity>``, default 0.35)
+instead of ``?adapter=``: each message is then answered by the program's domain adapter whose
+examples it is most similar to, or by the plain base model below that similarity. A routed spec
+belongs to a program, so it is built by :func:`minetune.train.adapters.routed_model` (a
+``Session`` does that itself), not by :func:`~minetune.models.resolve_model`.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ BACKENDS = ("openai", "ollama", "openai-compatible", "hf", "vllm")
 
 VALID_FORMS = (
     "openai:<model>, ollama:<model>, openai-compatible:<model>@<http(s)://base-url>, "
-    "hf:<local dir or hub id>[?adapter=<dir>], vllm:<model>@<http(s)://base-url>[?adapter=<dir>]"
+    "hf:<local dir or hub id>[?adapter=<dir> | ?route], "
+    "vllm:<model>@<http(s)://base-url>[?adapter=<dir> | ?route]"
 )
 
 _ADAPTER_MARK = "?adapter="
 _URL_AT = re.compile(r"@(?=https?://)", re.IGNORECASE)
+_ROUTE = re.compile(r"\?route(?:=(?P<value>[^?&=]*))?\s*$", re.IGNORECASE)
+DEFAULT_ROUTE_SIMILARITY = 0.35
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class ModelSpec:
     base_url: str | None = None
     adapter: str | None = None
     raw: str = ""
+    route: float | None = None  # routed among the program's domain adapters, with this min similarity
 
     def __str__(self) -> str:
         return self.raw
@@ -56,7 +66,14 @@ def parse_spec(raw: str) -> ModelSpec:
     rest = rest.strip()
     base_url: str | None = None
     adapter: str | None = None
+    route: float | None = None
 
+    routed = _ROUTE.search(rest) if backend in ("hf", "vllm") else None
+    if routed is not None:
+        route = _route_similarity(text, routed.group("value"))
+        rest = rest[: routed.start()].rstrip()
+        if _ADAPTER_MARK in rest:
+            raise _invalid(text, "?route picks the adapter for each message; drop ?adapter=")
     if backend == "vllm":
         rest, mark, adapter_part = rest.partition(_ADAPTER_MARK)
         if mark:
@@ -83,14 +100,35 @@ def parse_spec(raw: str) -> ModelSpec:
 
     if not model:
         raise _invalid(text, "empty model name")
-    return ModelSpec(backend=backend, model=model, base_url=base_url, adapter=adapter,
-                     raw=_normalise(backend, model, base_url, adapter))
+    return ModelSpec(backend=backend, model=model, base_url=base_url, adapter=adapter, route=route,
+                     raw=_normalise(backend, model, base_url, adapter, route))
 
 
-def _normalise(backend: str, model: str, base_url: str | None, adapter: str | None) -> str:
+def _route_similarity(raw: str, value: str | None) -> float:
+    if value is None or not value.strip() or value.strip().lower() in ("1", "on", "true", "yes"):
+        return DEFAULT_ROUTE_SIMILARITY
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number < 1.0:
+        raise _invalid(raw, f"?route={value} must be a minimum similarity from 0 to below 1, e.g. ?route=0.4")
+    return number
+
+
+def _normalise(
+    backend: str, model: str, base_url: str | None, adapter: str | None, route: float | None = None
+) -> str:
     raw = f"{backend}:{model}"
     if base_url:
         raw += f"@{base_url}"
     if adapter:
         raw += f"{_ADAPTER_MARK}{adapter}"
+    if route is not None:
+        raw += "?route" if route == DEFAULT_ROUTE_SIMILARITY else f"?route={route:g}"
     return raw
+
+
+def is_routed(spec: str | None) -> bool:
+    """Whether ``spec`` asks for routing among a program's domain adapters (``?route``)."""
+    return bool(spec) and parse_spec(spec or "").route is not None

@@ -6,7 +6,9 @@
   that serves another adapter (or the base model) — a pointer move, no training.
 * **Routing**: :func:`route` picks the domain adapter whose examples are most similar to a message
   (cosine similarity of sentence embeddings to each domain's centroid), falling back to the base
-  model below ``min_similarity``; :class:`RoutedModel` does it per request.
+  model below ``min_similarity``; :class:`RoutedModel` does it per request. A program serves
+  routed when its model spec ends in ``?route`` (``hf:DIR?route``, ``vllm:M@URL?route=0.4``):
+  ``switch(..., "route")`` publishes such a version and :func:`routed_model` builds the model.
 * **Forgetting**: :func:`forget` deletes interactions and what was derived from them (see
   :func:`minetune.store.adapters.forget`) and marks adapters that learned from them as tainted;
   :func:`retrain_tainted` trains each again from what remains, without the forgotten data.
@@ -27,6 +29,7 @@ import numpy as np
 from minetune.config import Settings
 from minetune.errors import ModelError, NotFoundError
 from minetune.models.base import ChatModel, Completion, CompletionStream, Message
+from minetune.models.spec import DEFAULT_ROUTE_SIMILARITY, ModelSpec, parse_spec
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
@@ -50,6 +53,7 @@ from minetune.train.lora import (
 )
 
 BASE = "base"  # switch target meaning "no adapter"
+ROUTE = "route"  # switch target meaning "route each message to its domain's adapter"
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,6 @@ def spec_with_adapter(spec: str, adapter: str | None) -> str:
     ``vllm:`` specs can carry an adapter; others are returned unchanged when ``adapter`` is None."""
     base = base_from_spec(spec) if adapter is not None else None
     if base is None:
-        from minetune.models.spec import parse_spec
-
         parsed = parse_spec(spec)
         if parsed.backend in ("hf", "vllm"):
             return BaseModel(parsed.model, parsed.backend, parsed.base_url).spec()
@@ -130,8 +132,11 @@ def _resolve_target(store: Store, program: str, target: int | str | None) -> Ada
 
 def switch(store: Store, settings: Settings, program: str, target: int | str | None) -> ProgramVersion:
     """Publish and activate a version of ``program`` that serves ``target``: an adapter id, a domain
-    (its newest ready adapter) or ``base``/None (no adapter). The adapter directory is checked
-    first, so a corrupt one is refused and the active version stays."""
+    (its newest ready adapter), ``route`` (each message routed to its domain's adapter, see
+    :func:`routed_model`) or ``base``/None (no adapter). The adapter directory is checked first,
+    so a corrupt one is refused and the active version stays."""
+    if isinstance(target, str) and target.strip().lower() == ROUTE:
+        return _switch_to_routing(store, settings, program)
     adapter = _resolve_target(store, program, target)
     if adapter is not None:
         if adapter.status != "ready":
@@ -146,6 +151,22 @@ def switch(store: Store, settings: Settings, program: str, target: int | str | N
     if adapter.tainted_at is not None:
         note += " — tainted"
     return adapters_db.use_adapter(store, program, adapter.id, model_spec=base.spec(adapter.path), note=note)
+
+
+def _switch_to_routing(store: Store, settings: Settings, program: str) -> ProgramVersion:
+    ready = [v.adapter for v in list_adapters(store, program) if not v.tainted]
+    if not ready:
+        raise TrainingError(
+            f"Program {program!r} has no ready adapters to route between; create one per domain first "
+            "(`minetune adapter create DOMAIN`)."
+        )
+    base = serving_base(store, settings, program, ready[-1])
+    assert base is not None
+    for adapter in ready:
+        check_adapter_dir(adapter.path)
+    spec = f"{base.spec()}?route"
+    domains = ", ".join(sorted({a.domain for a in ready}))
+    return adapters_db.use_adapter(store, program, None, model_spec=spec, note=f"route between {domains}")
 
 
 def retire(
@@ -253,7 +274,7 @@ class Router:
             if norm > 0:
                 self.centroids[domain] = centroid / norm
 
-    def route(self, message: str, min_similarity: float = 0.35) -> Route:
+    def route(self, message: str, min_similarity: float = DEFAULT_ROUTE_SIMILARITY) -> Route:
         if not self.centroids:
             return Route(None, 0.0)
         query = self.embedder.encode([message])[0]
@@ -270,7 +291,7 @@ def route(
     program: str,
     message: str,
     *,
-    min_similarity: float = 0.35,
+    min_similarity: float = DEFAULT_ROUTE_SIMILARITY,
     embedder: Any | None = None,
 ) -> Route:
     """The domain adapter for ``message`` (or the base model when no domain is similar enough)."""
@@ -288,19 +309,18 @@ class RoutedModel:
         base: BaseModel,
         settings: Settings,
         *,
-        min_similarity: float = 0.35,
+        min_similarity: float = DEFAULT_ROUTE_SIMILARITY,
     ) -> None:
         self.router = router
         self.base = base
         self.settings = settings
         self.min_similarity = min_similarity
-        self.spec = f"routed:{base.spec()}"
+        self.spec = parse_spec(f"{base.spec()}?route={min_similarity}").raw  # e.g. hf:DIR?route
         self.last_route: Route | None = None
         self._models: dict[str, ChatModel] = {}
 
     def _pick(self, messages: list[Message]) -> ChatModel:
         from minetune.models.detect import build_model
-        from minetune.models.spec import parse_spec
 
         text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         self.last_route = self.router.route(text, self.min_similarity)
@@ -319,6 +339,20 @@ class RoutedModel:
         self, messages: list[Message], *, temperature: float | None = None, max_tokens: int | None = None
     ) -> CompletionStream:
         return self._pick(messages).stream(messages, temperature=temperature, max_tokens=max_tokens)
+
+
+def routed_model(
+    store: Store, settings: Settings, program: str, spec: str | ModelSpec, *, embedder: Any | None = None
+) -> RoutedModel:
+    """The model a routed spec (``hf:DIR?route[=MIN_SIMILARITY]`` or ``vllm:M@URL?route``) stands
+    for in ``program``: each message goes to the domain adapter its text is most similar to, or to
+    the plain base model. The router is built now, from the program's ready, untainted adapters."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if parsed.route is None:
+        raise ModelError(f"{parsed.raw} is not a routed spec; add ?route to route between domain adapters.")
+    base = BaseModel(parsed.model, parsed.backend, parsed.base_url)
+    router = Router(store, settings, program, embedder)
+    return RoutedModel(router, base, settings, min_similarity=parsed.route)
 
 
 # -- forgetting and retraining -----------------------------------------------------------------------
