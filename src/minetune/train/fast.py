@@ -19,6 +19,7 @@ What makes the loop fast, and why:
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class UpdateResult:
     """What one update did. ``train_s`` is the loop alone; ``total_s`` adds restore and save."""
 
     steps: int
+    total_steps: int
     tokens: int
     train_s: float
     total_s: float
@@ -66,6 +68,7 @@ class _Batch:
     positions: Any  # flat indices into (batch * (width - 1)) next-token slots that carry a label
     targets: Any  # the token expected at each of those positions
     count: int
+    tokens: int  # real (unpadded) tokens in the batch
 
 
 def _batches(rows: Sequence[Row], batch_size: int, pad_id: int, device: Any) -> list[_Batch]:
@@ -98,6 +101,7 @@ def _batches(rows: Sequence[Row], batch_size: int, pad_id: int, device: Any) -> 
                 positions=positions.to(device, non_blocking=True),
                 targets=targets.to(device, non_blocking=True),
                 count=max(int(positions.numel()), 1),
+                tokens=sum(len(r.ids) for r in chunk),
             )
         )
     return out
@@ -146,6 +150,7 @@ class ResidentLoRA:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # The freshly initialised adapter, so an update without a parent starts from scratch.
         self._initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        self.lock = threading.Lock()  # one update at a time on the resident model
         self.compiled = False
         if compile:
             for layer in self._decoder_layers():
@@ -237,68 +242,96 @@ class ResidentLoRA:
             )
         return total / batch.count
 
+    def train(
+        self,
+        rows: Sequence[Row],
+        *,
+        epochs: int = 1,
+        max_steps: int | None = None,
+        batch_size: int = 8,
+        learning_rate: float = 1e-4,
+        linear_decay: bool = False,
+        seed: int = 0,
+        on_step: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> UpdateResult:
+        """Train the current adapter on ``rows`` (shuffled once per epoch with ``seed``).
+
+        ``on_step(step, total)`` runs after each optimizer step without waiting for the GPU;
+        ``cancel`` stops after the current step."""
+        import torch
+
+        if not rows:
+            raise FastTrainError("Nothing to train on: the update has no rows.")
+        if min(batch_size, epochs, max_steps or 1) < 1 or not learning_rate > 0:
+            raise FastTrainError(
+                "Batch size, epochs and steps must be at least 1 and the learning rate above 0."
+            )
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(
+            self.params, lr=learning_rate, weight_decay=0.0, fused=self.device.type == "cuda"
+        )
+        batches = _batches(rows, batch_size, self.pad_id, self.device)
+        total_steps = min(len(batches) * epochs, max_steps or len(batches) * epochs)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, (lambda step: 1 - step / total_steps) if linear_decay else (lambda _step: 1.0)
+        )
+        losses = []
+        tokens = 0
+        self.model.train()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step = 0
+        while step < total_steps:
+            for index in torch.randperm(len(batches), generator=generator).tolist():
+                batch = batches[index]
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    loss = self._loss(batch)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach())
+                tokens += batch.tokens
+                step += 1
+                if on_step is not None:
+                    on_step(step, total_steps)
+                if step >= total_steps or (cancel is not None and cancel.is_set()):
+                    break
+            if cancel is not None and cancel.is_set():
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        train_s = time.perf_counter() - start
+        self.model.eval()
+        return UpdateResult(
+            steps=step,
+            total_steps=total_steps,
+            tokens=tokens,
+            train_s=train_s,
+            total_s=train_s,
+            losses=[float(x) for x in torch.stack(losses).cpu().tolist()],
+        )
+
     def update(
         self,
         rows: Sequence[Row],
         *,
         parent: str | Path | None = None,
         out_dir: str | Path | None = None,
-        epochs: int = 1,
-        batch_size: int = 8,
-        learning_rate: float = 1e-4,
-        seed: int = 0,
-        on_step: Callable[[int, int], None] | None = None,
         metadata: dict[str, Any] | None = None,
+        **train_options: Any,
     ) -> UpdateResult:
-        """Continue ``parent`` (None: a fresh adapter) on ``rows`` and save to ``out_dir`` if given.
-
-        The rows are shuffled once per epoch with ``seed``; ``on_step(step, total)`` is called after
-        each optimizer step (without waiting for the GPU)."""
-        import torch
-
-        if not rows:
-            raise FastTrainError("Nothing to train on: the update has no rows.")
-        if batch_size < 1 or epochs < 1 or not learning_rate > 0:
-            raise FastTrainError("batch_size and epochs must be at least 1 and the learning rate above 0.")
+        """One incremental update: continue ``parent`` (None: a fresh adapter) on ``rows`` and
+        save the result to ``out_dir`` if given. ``train_options`` go to :meth:`train`."""
         begin = time.perf_counter()
         self.restore(parent)
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(
-            self.params, lr=learning_rate, weight_decay=0.0, fused=self.device.type == "cuda"
-        )
-        batches = _batches(rows, batch_size, self.pad_id, self.device)
-        tokens = sum(len(r.ids) for r in rows) * epochs
-        total_steps = len(batches) * epochs
-        losses = []
-        self.model.train()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step = 0
-        for _ in range(epochs):
-            for index in torch.randperm(len(batches), generator=generator).tolist():
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    loss = self._loss(batches[index])
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
-                step += 1
-                if on_step is not None:
-                    on_step(step, total_steps)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        train_s = time.perf_counter() - start
-        self.model.eval()
-        saved = self.save(out_dir, metadata) if out_dir is not None else None
-        return UpdateResult(
-            steps=step,
-            tokens=tokens,
-            train_s=train_s,
-            total_s=time.perf_counter() - begin,
-            losses=[float(x) for x in torch.stack(losses).cpu().tolist()],
-            adapter_dir=saved,
-        )
+        result = self.train(rows, **train_options)
+        if out_dir is not None:
+            result.adapter_dir = self.save(out_dir, metadata)
+        result.total_s = time.perf_counter() - begin
+        return result
 
 
 _RESIDENT: dict[tuple[str, str], ResidentLoRA] = {}
@@ -311,3 +344,91 @@ def resident(model_dir: str | Path, **kwargs: Any) -> ResidentLoRA:
     if trainer is None:
         trainer = _RESIDENT[key] = ResidentLoRA.load(model_dir, **kwargs)
     return trainer
+
+
+def fit_resident(
+    base_dir: Path,
+    examples: Sequence[Any],
+    config: Any,
+    work_dir: Path,
+    *,
+    parent_adapter: Path | None = None,
+    eval_sets: Any = None,
+    on_progress: Callable[[Any], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Any:
+    """:func:`minetune.train.lora.fit` for SFT on the resident trainer: same inputs, same
+    :class:`~minetune.train.lora.FitResult`, the adapter saved to ``work_dir/adapter``."""
+    import math
+    import shutil
+
+    from minetune.train.lora import EvalSets, FitResult, Progress, Scorer, check_adapter_dir, encode, score
+
+    notify = on_progress or (lambda _p: None)
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return time.perf_counter() - started
+
+    notify(Progress("loading"))
+    trainer = resident(
+        base_dir,
+        rank=config.rank,
+        alpha=config.alpha,
+        target=config.target_modules,
+        dropout=config.dropout,
+        compile=_cuda(),
+    )
+    rows = [Row(*encode(trainer.tokenizer, ex.prompt, ex.response, config.max_length)) for ex in examples]
+    sets = eval_sets or EvalSets()
+    with trainer.lock:
+        trainer.restore(check_adapter_dir(parent_adapter) if parent_adapter is not None else None)
+        scorer = Scorer(trainer.model, trainer.tokenizer, config.max_length)
+        before = score(scorer, sets) if not sets.empty() else {}
+
+        def step(done: int, total: int) -> None:
+            notify(Progress("training", done, total, elapsed_s=elapsed()))
+
+        result = trainer.train(
+            rows,
+            epochs=max(1, math.ceil(config.epochs)),
+            max_steps=config.max_steps,
+            batch_size=config.batch_size,
+            learning_rate=config.lr("sft"),
+            linear_decay=config.scheduler == "linear",
+            seed=config.seed,
+            on_step=step,
+            cancel=cancel,
+        )
+        curve = [{"step": i + 1, "train_loss": loss} for i, loss in enumerate(result.losses)]
+        cancelled = cancel is not None and cancel.is_set() and result.steps < result.total_steps
+        adapter_dir: Path | None = None
+        after: dict[str, Any] = {}
+        if not cancelled:
+            notify(Progress("evaluating", result.steps, result.total_steps, elapsed_s=elapsed()))
+            after = score(scorer, sets) if not sets.empty() else {}
+            adapter_dir = work_dir / "adapter"
+            if adapter_dir.exists():
+                shutil.rmtree(adapter_dir)
+            trainer.save(adapter_dir)
+            notify(Progress("done", result.steps, result.total_steps, elapsed_s=elapsed()))
+    log = {"engine": "resident", "compiled": trainer.compiled, "tokens_per_s": result.tokens_per_s}
+    return FitResult(
+        adapter_dir,
+        cancelled,
+        curve,
+        result.steps,
+        result.total_steps,
+        elapsed(),
+        result.tokens,
+        before,
+        after,
+        log if not cancelled else {},
+        result.train_s,
+    )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

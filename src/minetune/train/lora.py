@@ -105,6 +105,7 @@ class TrainConfig:
     threads: int | None = None
     ewc_lambda: float = 0.0
     ewc_examples: int = 32
+    engine: str = "auto"  # auto | trl | resident (see minetune.train.fast)
 
     def lr(self, method: str) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[method]
@@ -135,6 +136,10 @@ class TrainConfig:
             problems.append("max_length must be at least 16 tokens")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append("precision must be auto, fp32, bf16 or fp16")
+        if self.engine not in ("auto", "trl", "resident"):
+            problems.append("engine must be auto, trl or resident")
+        if self.engine == "resident" and (method != "sft" or self.ewc_lambda > 0):
+            problems.append("the resident engine trains SFT without EWC only; use engine trl")
         if problems:
             raise TrainingError("Invalid training settings: " + "; ".join(problems) + ".")
 
@@ -678,6 +683,13 @@ def fit(
     config.check(method)
     if not examples:
         raise TrainingError("There are no examples to train on.")
+    if _resident_engine(method, config, resume):
+        from minetune.train.fast import fit_resident
+
+        return fit_resident(
+            base_dir, examples, config, work_dir, parent_adapter=parent_adapter, eval_sets=eval_sets,
+            on_progress=on_progress, cancel=cancel,
+        )
     stop: threading.Event = cancel or threading.Event()
     notify = on_progress or (lambda _p: None)
     started = time.perf_counter()
@@ -827,6 +839,18 @@ def fit(
         log,
         train_s,
     )
+
+
+def _resident_engine(method: str, config: TrainConfig, resume: bool) -> bool:
+    """Whether :func:`fit` uses the resident trainer: asked for, or ``auto`` for an SFT update on
+    a GPU (where TRL's per-run set-up dominates a small update); TRL otherwise."""
+    if config.engine != "auto":
+        return config.engine == "resident"
+    if method != "sft" or resume or config.ewc_lambda > 0 or config.grad_accum != 1:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _count_tokens(tokenizer: Any, examples: Sequence[Any], config: TrainConfig, state: Any) -> int:
