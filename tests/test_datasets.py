@@ -372,7 +372,7 @@ def test_eligibility_says_what_is_missing(store: Store) -> None:
     report = eligibility_report(store, "default")
     assert report["sft"].eligible and report["sft"].level == "minimum" and report["sft"].count == 12
     assert "50+ are recommended" in report["sft"].summary()
-    assert report["dpo"].details == {"retry": 12, "sibling": 0}
+    assert report["dpo"].details == {"retry": 12, "sibling": 0, "edit": 0}
     assert report["kto"].eligible and report["kto"].details == {"desirable": 12, "undesirable": 12}
     # KTO needs both kinds of answer.
     store.create_program("happy")

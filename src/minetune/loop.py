@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from minetune.config import Settings, load_settings
-from minetune.errors import FeedbackError, MinetuneError
+from minetune.errors import FeedbackError, MinetuneError, NotFoundError
 from minetune.feedback import PraiseDetector, parse_stars
 from minetune.learn.demos import Demo
 from minetune.learn.reoptimize import Learner, LearningReport
@@ -31,6 +31,7 @@ from minetune.models.base import Completion, Message
 from minetune.models.spec import is_routed
 from minetune.program import PriorAttempt, render_messages
 from minetune.store import DEFAULT_PROGRAM, Store, effective_ratings
+from minetune.store.browse import conversation_program
 from minetune.store.schema import Attempt, ProgramVersion
 
 MAX_MESSAGE_CHARS = 200_000
@@ -62,6 +63,7 @@ class Session:
         settings: Settings,
         program: str = DEFAULT_PROGRAM,
         model: str | ChatModel | None = None,
+        learn_inline: bool = True,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -74,6 +76,10 @@ class Session:
         self.last_praise: str | None = None
         self.last_learning: LearningReport | None = None
         self.learner = Learner(store, settings, self.program)
+        # With learn_inline off, feedback ids wait here for the caller to pass to ``learn`` later
+        # (the web server does it on a background thread so no request waits for learning).
+        self.learn_inline = learn_inline
+        self.pending_feedback: list[int] = []
 
     @classmethod
     def open(
@@ -170,6 +176,34 @@ class Session:
         self.conversation_id = None
         self.last = None
 
+    def resume(self, conversation_id: int, attempt_id: int | None = None) -> None:
+        """Continue a stored conversation of this program: the next message gets its history, and
+        praise, ``rate`` and ``retry`` apply to ``attempt_id`` (default: its latest answer)."""
+        if conversation_program(self.store, conversation_id) != self.program:
+            raise NotFoundError(f"Program {self.program!r} has no conversation {conversation_id}.")
+        turn_ids = self.store.conversation_turn_ids(conversation_id)
+        self.conversation_id, self.last = conversation_id, None
+        if attempt_id is None:
+            attempts = self.store.turn(max(turn_ids)).attempts if turn_ids else []
+            if not attempts:
+                return
+            attempt = attempts[-1]
+        else:
+            attempt = self.store.attempt(attempt_id)
+            if attempt.turn_id not in turn_ids:
+                raise NotFoundError(f"Conversation {conversation_id} has no attempt {attempt_id}.")
+        numbers = {v.id: v.number for v in self.store.versions(self.program)}
+        self.last = Response(
+            attempt_id=attempt.id,
+            turn_id=attempt.turn_id,
+            number=attempt.number,
+            text=attempt.response,
+            model=attempt.model_spec,
+            version=numbers.get(attempt.version_id or 0, 0),
+            latency_ms=attempt.latency_ms,
+            messages=list(attempt.messages),
+        )
+
     # -- the loop -----------------------------------------------------------------------
 
     def send(self, message: str, on_delta: DeltaCallback | None = None, best_of: int = 1) -> Response:
@@ -234,9 +268,16 @@ class Session:
         """Learn from one feedback event, when enabled; the feedback itself is already stored."""
         if not self.settings.reoptimize:
             return
+        if not self.learn_inline:
+            self.pending_feedback.append(feedback_id)
+            return
+        self.last_learning = self.learn(feedback_id)
+
+    def learn(self, feedback_id: int) -> LearningReport:
+        """Re-optimize after one stored feedback event (demos; a critique becomes a lesson)."""
         spec = self.settings.reflection_model
         reflector = resolve_model(self.settings, spec) if spec else self.model()
-        self.last_learning = self.learner.on_feedback(feedback_id, reflector)
+        return self.learner.on_feedback(feedback_id, reflector)
 
     def _target(self, attempt_id: int | None) -> int:
         if attempt_id is not None:

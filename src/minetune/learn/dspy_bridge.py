@@ -111,7 +111,8 @@ class RatedExample:
 
 
 def rated_examples(store: Store, program: str = DEFAULT_PROGRAM) -> list[RatedExample]:
-    """Every rated attempt of ``program`` (of ``store``'s user), oldest attempt first.
+    """Every rated attempt of ``program`` (of ``store``'s user), oldest attempt first; turns the
+    user excluded are left out.
 
     Stars are each attempt's effective rating (the latest explicit one wins, see
     :func:`minetune.store.repo.effective_ratings`); attempts without stars are left out.
@@ -132,7 +133,11 @@ def rated_examples(store: Store, program: str = DEFAULT_PROGRAM) -> list[RatedEx
             .join(Turn, Attempt.turn_id == Turn.id)
             .join(Conversation, Turn.conversation_id == Conversation.id)
             .join(Program, Program.id == Conversation.program_id)
-            .where(Conversation.program_id == program_id, Program.user_id == store.user_id)
+            .where(
+                Conversation.program_id == program_id,
+                Program.user_id == store.user_id,
+                Turn.excluded.is_(False),
+            )
             .order_by(Feedback.id)
         ).all()
     ratings = effective_ratings((row[0], row[1], row[2]) for row in rows)

@@ -147,6 +147,18 @@ class Learner:
             for state in _INDEXES.values():
                 state.index.remove_turn(turn_id)
 
+    def exclude_turn(self, turn_id: int, excluded: bool = True) -> None:
+        """Keep a turn but never use it for demos or training (``excluded=False`` brings it back)."""
+        from minetune.store.browse import set_excluded
+
+        set_excluded(self.store, turn_id, excluded)
+        with _LOCK:
+            if excluded:
+                for state in _INDEXES.values():
+                    state.index.remove_turn(turn_id)
+            else:  # rebuilt from the store (stored embeddings) on next use, with the turn back
+                _INDEXES.pop(self._key(), None)
+
     # -- after feedback -------------------------------------------------------------------
 
     def on_feedback(self, feedback_id: int, model: ChatModel | None = None) -> LearningReport:

@@ -92,6 +92,11 @@ def create_app(
     from minetune.server import pages
 
     app.include_router(pages.router)
+    from minetune.server import chat, dataset, metrics
+
+    app.include_router(chat.router)
+    app.include_router(dataset.router)
+    app.include_router(metrics.router)
     from minetune.server import learned
 
     app.include_router(learned.router)

@@ -415,7 +415,8 @@ class Store:
 
     def feedback_rows(self, program: str, turn_ids: list[int] | None = None) -> list[tuple[Any, ...]]:
         """(attempt_id, turn_id, conversation_id, user_message, response, kind, stars) per feedback
-        row of the program (optionally only some turns), oldest first."""
+        row of the program (optionally only some turns), oldest first. Turns the user excluded
+        from demos and training are left out."""
         with self.db.transaction() as s:
             query = (
                 select(
@@ -430,7 +431,7 @@ class Store:
                 .join(Attempt, Feedback.attempt_id == Attempt.id)
                 .join(Turn)
                 .join(Conversation)
-                .where(Conversation.program_id == self._program(s, program).id)
+                .where(Conversation.program_id == self._program(s, program).id, Turn.excluded.is_(False))
                 .order_by(Feedback.id)
             )
             if turn_ids is not None:

@@ -64,7 +64,8 @@ class TurnRecord:
 
 
 def rated_turns(store: Store, program: str) -> list[TurnRecord]:
-    """Every turn of ``program`` that has at least one feedback event, with all its attempts.
+    """Every turn of ``program`` that has at least one feedback event, with all its attempts;
+    turns the user excluded (dataset page) are left out.
 
     Turns come in conversation then turn order; attempts in number order; feedback in id order.
     """
@@ -81,7 +82,7 @@ def rated_turns(store: Store, program: str) -> list[TurnRecord]:
         turns = s.scalars(
             select(Turn)
             .options(selectinload(Turn.attempts).selectinload(Attempt.feedback))
-            .where(Turn.id.in_(has_feedback))
+            .where(Turn.id.in_(has_feedback), Turn.excluded.is_(False))
             .order_by(Turn.conversation_id, Turn.index)
         ).all()
         return [

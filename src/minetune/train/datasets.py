@@ -10,7 +10,10 @@ Three kinds of example come out of one program's rated interactions:
   - *retry chains*: each accepted attempt is preferred over every **earlier** attempt of the same
     turn that is rated lower, or not rated at all (the user asked for another try);
   - *rated siblings*: attempts of one turn rated differently pair too, the best-rated preferred
-    over each lower-rated one (this also covers a good answer the user retried anyway).
+    over each lower-rated one (this also covers a good answer the user retried anyway);
+  - *user edits*: an answer the user rewrote on the dataset page (an attempt whose model is
+    ``user-edit``, rated 5 stars) is preferred over every earlier attempt of its turn, whatever
+    their stars; those earlier attempts are no longer accepted answers (no SFT, no KTO-desirable).
 
   A pair is never emitted twice, so a 3-attempt chain ending in 5 stars gives exactly 2 pairs.
 * **KTO** — every rated answer with a binary label: desirable when accepted (>= ``threshold``
@@ -36,6 +39,7 @@ from typing import Any, ClassVar
 
 from minetune.errors import MinetuneError
 from minetune.store import Store, effective_ratings
+from minetune.store.browse import USER_EDIT_MODEL
 from minetune.store.training import AttemptRecord, TurnRecord, rated_turns
 
 METHODS = ("sft", "dpo", "kto")
@@ -83,7 +87,7 @@ class DPOExample:
     rejected_attempt_id: int
     chosen_stars: int | None
     rejected_stars: int | None
-    source: str  # "retry" (chain ending in an accepted answer) or "sibling" (rated differently)
+    source: str  # "retry" (chain ending in an accepted answer), "sibling" (rated differently) or "edit"
 
 
 @dataclass(frozen=True)
@@ -168,16 +172,29 @@ class _Rated:
     stars: int | None  # effective stars
     praised: bool
     explicit: bool  # has an explicit star rating
+    superseded: bool = False  # an earlier attempt of a turn the user answered by editing
 
 
-def _rate(attempt: AttemptRecord) -> _Rated:
+def _rate(attempt: AttemptRecord, edited: int = 0) -> _Rated:
     stars = effective_ratings((attempt.id, f.kind, f.stars) for f in attempt.feedback).get(attempt.id)
     praised = any(f.kind == "praise" for f in attempt.feedback)
     explicit = any(f.kind == "explicit" and f.stars is not None for f in attempt.feedback)
-    return _Rated(attempt, stars, praised, explicit)
+    return _Rated(attempt, stars, praised, explicit, attempt.number < edited)
+
+
+def _rated(turn: TurnRecord) -> list[_Rated]:
+    """Each attempt of the turn rated; attempts before the user's latest edit are superseded."""
+    edited = max((a.number for a in turn.attempts if _is_edit(a)), default=0)
+    return [_rate(a, edited) for a in turn.attempts]
+
+
+def _is_edit(attempt: AttemptRecord) -> bool:
+    return attempt.model_spec == USER_EDIT_MODEL
 
 
 def _accepted(r: _Rated, threshold: int) -> bool:
+    if r.superseded:
+        return False
     if r.stars is not None and r.stars >= threshold:
         return True
     return r.praised and not r.explicit and r.stars is None
@@ -210,7 +227,7 @@ def _lineage(*ids: int | None) -> tuple[int, ...]:
 def _turn_sft(turn: TurnRecord, threshold: int) -> list[SFTExample]:
     prompt, prompt_id = original_prompt(turn)
     out = []
-    for r in map(_rate, turn.attempts):
+    for r in _rated(turn):
         if _accepted(r, threshold) and r.attempt.response.strip():
             out.append(
                 SFTExample(
@@ -226,7 +243,7 @@ def _prefers(a: _Rated, b: _Rated) -> bool:
 
 def _turn_dpo(turn: TurnRecord, threshold: int) -> list[DPOExample]:
     prompt, prompt_id = original_prompt(turn)
-    rated = [_rate(a) for a in turn.attempts if a.response.strip()]
+    rated = [r for r in _rated(turn) if r.attempt.response.strip()]
     pairs: list[tuple[_Rated, _Rated, str]] = []
     for chosen in rated:
         if not _accepted(chosen, threshold):
@@ -234,12 +251,14 @@ def _turn_dpo(turn: TurnRecord, threshold: int) -> list[DPOExample]:
         for earlier in rated:
             if earlier.attempt.number >= chosen.attempt.number or _accepted(earlier, threshold):
                 continue
-            if earlier.stars is None or chosen.stars is None or _prefers(chosen, earlier):
+            if _is_edit(chosen.attempt):
+                pairs.append((chosen, earlier, "edit"))
+            elif earlier.stars is None or chosen.stars is None or _prefers(chosen, earlier):
                 pairs.append((chosen, earlier, "retry"))
     starred = [r for r in rated if r.stars is not None]
     if starred:
         top = max(r.stars for r in starred if r.stars is not None)
-        for best in (r for r in starred if r.stars == top):
+        for best in (r for r in starred if r.stars == top and not r.superseded):
             pairs.extend((best, other, "sibling") for other in starred if _prefers(best, other))
     out, seen = [], set()
     for chosen, rejected, source in pairs:
@@ -267,7 +286,7 @@ def _turn_dpo(turn: TurnRecord, threshold: int) -> list[DPOExample]:
 def _turn_kto(turn: TurnRecord, threshold: int) -> list[KTOExample]:
     prompt, prompt_id = original_prompt(turn)
     out = []
-    for r in map(_rate, turn.attempts):
+    for r in _rated(turn):
         if not r.attempt.response.strip():
             continue
         if _accepted(r, threshold):
@@ -381,6 +400,7 @@ def eligibility(method: str, examples: Sequence[Any], threshold: int = DEFAULT_T
         details = {
             "retry": sum(1 for ex in examples if ex.source == "retry"),
             "sibling": sum(1 for ex in examples if ex.source == "sibling"),
+            "edit": sum(1 for ex in examples if ex.source == "edit"),
         }
         if short > 0:
             missing.append(

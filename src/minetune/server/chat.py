@@ -1,0 +1,332 @@
+"""The chat page and its JSON API: conversations, streaming answers, ratings, retries, and why an
+answer came out as it did.
+
+Answers stream as NDJSON (one JSON object per line: ``delta`` events, then ``done`` or
+``error``). The model runs on a worker thread that feeds a queue; the response iterates that
+queue from Starlette's thread pool, so the event loop never waits on the model. Errors before the
+first event (unknown ids, no model, the retry limit) are plain JSON errors with a 4xx/5xx status.
+Learning from feedback (demo sync, critique → lesson) runs on the server's background pool after
+the response has been written, one job at a time per program.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import BaseModel
+
+from minetune import review
+from minetune.errors import MinetuneError, ModelError, NotFoundError
+from minetune.loop import MAX_MESSAGE_CHARS, DeltaCallback, Session
+from minetune.server.auth import current_user
+from minetune.server.state import ServerState
+from minetune.server.templating import render
+from minetune.server.webutil import not_found_as_404, server_state, user_store
+from minetune.store import DEFAULT_PROGRAM, Store, browse
+
+router = APIRouter()
+log = logging.getLogger("minetune.server")
+
+MAX_CRITIQUE_CHARS = 20_000
+
+
+class SendBody(BaseModel):
+    message: str
+    program: str = DEFAULT_PROGRAM
+    conversation_id: int | None = None
+
+
+class RateBody(BaseModel):
+    stars: int | str  # parsed by minetune.feedback.parse_stars: 1-5, "4", "4/5", "★★★★"
+    critique: str | None = None
+
+
+class RetryBody(BaseModel):
+    critique: str | None = None
+
+
+# -- models and sessions ---------------------------------------------------------------------------
+
+
+def model_status(state: ServerState, store: Store, program: str) -> tuple[str | None, str | None]:
+    """(model spec, None) when the program has a model to talk to, else (None, why not)."""
+    if state.model_override is not None:
+        return state.model_override.spec, None
+    spec = store.active_version(program).model_spec or state.settings.model
+    if spec:
+        return spec, None
+    from minetune.models.detect import detect_spec
+
+    try:
+        return detect_spec(state.settings), None
+    except ModelError as exc:
+        return None, str(exc)
+
+
+def _session(state: ServerState, store: Store, program: str, need_model: bool = True) -> Session:
+    """A Session on ``program`` that leaves learning to the caller (see ``_learn_later``)."""
+    spec = store.active_version(program).model_spec  # an unknown program is a NotFoundError (404)
+    model = None
+    try:
+        model = state.model(spec)
+    except MinetuneError as exc:
+        if need_model:
+            raise HTTPException(status_code=503, detail=str(exc)) from exc
+    return Session(store, state.settings, program, model=model, learn_inline=False)
+
+
+_LEARN_LOCKS: dict[tuple[int, int, str], threading.Lock] = {}
+_LEARN_LOCKS_GUARD = threading.Lock()
+
+
+def _learn(session: Session, feedback_ids: list[int]) -> None:
+    key = (id(session.store.db), session.store.user_id, session.program)
+    with _LEARN_LOCKS_GUARD:
+        lock = _LEARN_LOCKS.setdefault(key, threading.Lock())
+    with lock:  # one learning job at a time per program: versions are numbered in order
+        for feedback_id in feedback_ids:
+            try:
+                report = session.learn(feedback_id)
+            except MinetuneError as exc:
+                log.warning("Learning from feedback %s skipped: %s", feedback_id, exc)
+            except Exception:
+                log.exception("Learning from feedback %s failed", feedback_id)
+            else:
+                if report.rule:
+                    log.info("Learned a rule for %s (v%s): %s", session.program, report.version, report.rule)
+
+
+def _learn_later(state: ServerState, session: Session) -> str:
+    """Hand the session's pending feedback to the background pool: 'queued', 'none' or 'off'."""
+    if not state.settings.reoptimize:
+        return "off"
+    pending, session.pending_feedback = session.pending_feedback, []
+    if not pending:
+        return "none"
+    state.submit(_learn, session, pending)
+    return "queued"
+
+
+# -- streaming -------------------------------------------------------------------------------------
+
+
+def _line(event: dict[str, Any]) -> bytes:
+    return (json.dumps(event, ensure_ascii=False) + "\n").encode()
+
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ModelError):
+        return 502
+    return 400 if isinstance(exc, MinetuneError) else 500
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, MinetuneError):
+        return str(exc)
+    log.error("Chat request failed", exc_info=exc)
+    return f"Internal error ({type(exc).__name__}); see the server log."
+
+
+def _stream(work: Callable[[DeltaCallback], dict[str, Any]]) -> StreamingResponse:
+    """Run ``work`` on a worker thread and stream its deltas, then its result, as NDJSON."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def run() -> None:
+        try:
+            result = work(lambda text: events.put(("delta", text)))
+        except BaseException as exc:  # reported to the client, never lost in the thread
+            events.put(("error", exc))
+        else:
+            events.put(("done", result))
+
+    threading.Thread(target=run, name="minetune-chat", daemon=True).start()
+    first = events.get()  # a sync route runs on the thread pool: this wait blocks no event loop
+    if first[0] == "error":
+        raise HTTPException(status_code=_status(first[1]), detail=_message(first[1]))
+
+    def lines() -> Iterator[bytes]:
+        kind, payload = first
+        while True:
+            if kind == "delta":
+                yield _line({"type": "delta", "text": payload})
+            elif kind == "done":
+                yield _line({"type": "done", **payload})
+                return
+            else:
+                yield _line({"type": "error", "message": _message(payload)})
+                return
+            kind, payload = events.get()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
+
+
+def _check_critique(critique: str | None) -> str | None:
+    if critique is not None and len(critique) > MAX_CRITIQUE_CHARS:
+        raise MinetuneError(
+            f"The critique is {len(critique):,} characters; the limit is {MAX_CRITIQUE_CHARS:,}."
+        )
+    return critique
+
+
+def _answer(
+    store: Store, session: Session, state: ServerState, turn_id: int, attempt_id: int
+) -> dict[str, Any]:
+    return {
+        "program": session.program,
+        "conversation_id": session.conversation_id,
+        "attempt_id": attempt_id,
+        "turn": review.turn(store, turn_id).as_dict(),
+        "learning": _learn_later(state, session),
+    }
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def chat_page(
+    request: Request, program: str = DEFAULT_PROGRAM, c: int | None = None, user: str = Depends(current_user)
+) -> HTMLResponse:
+    state = server_state(request)
+    store = user_store(request, user)
+    with not_found_as_404():
+        store.program(program)
+        if c is not None and browse.conversation_program(store, c) != program:
+            raise NotFoundError(f"Program {program!r} has no conversation {c}.")
+    spec, problem = model_status(state, store, program)
+    return render(
+        request,
+        "chat.html",
+        user=user,
+        programs=[p.name for p in store.programs()],
+        program=program,
+        conversation_id=c,
+        conversations=browse.conversations(store, program),
+        model_spec=spec,
+        model_problem=problem,
+    )
+
+
+# -- JSON API --------------------------------------------------------------------------------------
+
+
+@router.get("/api/programs")
+def list_programs(request: Request, user: str = Depends(current_user)) -> dict[str, Any]:
+    store = user_store(request, user)
+    return {"programs": [{"name": p.name, "description": p.description} for p in store.programs()]}
+
+
+@router.get("/api/conversations")
+def list_conversations(
+    request: Request, program: str = DEFAULT_PROGRAM, user: str = Depends(current_user)
+) -> dict[str, Any]:
+    store = user_store(request, user)
+    with not_found_as_404():
+        rows = browse.conversations(store, program)
+    return {
+        "program": program,
+        "conversations": [
+            {
+                "id": r.id,
+                "title": r.title,
+                "turns": r.turns,
+                "created_at": r.created_at.isoformat(timespec="seconds"),
+            }
+            for r in rows
+        ],
+    }
+
+
+@router.get("/api/conversations/{conversation_id}")
+def get_conversation(
+    request: Request, conversation_id: int, user: str = Depends(current_user)
+) -> dict[str, Any]:
+    store = user_store(request, user)
+    with not_found_as_404():
+        head, turns = review.conversation(store, conversation_id)
+    return {"conversation": head, "turns": [t.as_dict() for t in turns]}
+
+
+@router.post("/api/chat")
+def send_message(request: Request, body: SendBody, user: str = Depends(current_user)) -> StreamingResponse:
+    """Send a message (to a conversation, or a new one) and stream the answer as NDJSON."""
+    state = server_state(request)
+    store = user_store(request, user)
+    message = body.message
+    if not message.strip():
+        raise MinetuneError("The message is empty; type something to send.")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise MinetuneError(
+            f"The message is {len(message):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
+        )
+    with not_found_as_404():
+        session = _session(state, store, body.program)
+        if body.conversation_id is not None:
+            session.resume(body.conversation_id)
+
+    def work(on_delta: DeltaCallback) -> dict[str, Any]:
+        previous = session.last.attempt_id if session.last is not None else None
+        response = session.send(message, on_delta=on_delta)
+        result = _answer(store, session, state, response.turn_id, response.attempt_id)
+        result["praise"] = None
+        if session.last_praise and previous is not None:
+            praised = review.attempt(store, previous)
+            result["praise"] = {"phrase": session.last_praise, "attempt": praised.as_dict()}
+        return result
+
+    return _stream(work)
+
+
+@router.post("/api/attempts/{attempt_id}/rate")
+def rate_attempt(
+    request: Request, attempt_id: int, body: RateBody, user: str = Depends(current_user)
+) -> dict[str, Any]:
+    """Rate an answer 1-5 with an optional critique; learning from it runs in the background."""
+    state = server_state(request)
+    store = user_store(request, user)
+    critique = _check_critique(body.critique)
+    with not_found_as_404():
+        program, _conversation, _turn = browse.attempt_location(store, attempt_id)
+        session = _session(state, store, program, need_model=False)
+        stars = session.rate(body.stars, critique, attempt_id=attempt_id)
+        view = review.attempt(store, attempt_id)
+    return {"stars": stars, "attempt": view.as_dict(), "learning": _learn_later(state, session)}
+
+
+@router.post("/api/attempts/{attempt_id}/retry")
+def retry_attempt(
+    request: Request, attempt_id: int, body: RetryBody | None = None, user: str = Depends(current_user)
+) -> StreamingResponse:
+    """Answer the attempt's message again with every earlier rating and critique folded in; a
+    critique given here is recorded on this attempt first. Streams like ``/api/chat``."""
+    state = server_state(request)
+    store = user_store(request, user)
+    critique = _check_critique(body.critique if body else None)
+    with not_found_as_404():
+        program, conversation_id, _turn = browse.attempt_location(store, attempt_id)
+        session = _session(state, store, program)
+        session.resume(conversation_id, attempt_id)
+
+    def work(on_delta: DeltaCallback) -> dict[str, Any]:
+        response = session.retry(critique, on_delta=on_delta)
+        return _answer(store, session, state, response.turn_id, response.attempt_id) | {"praise": None}
+
+    return _stream(work)
+
+
+@router.get("/api/attempts/{attempt_id}/why")
+def why_attempt(request: Request, attempt_id: int, user: str = Depends(current_user)) -> dict[str, Any]:
+    """What produced this answer: version, rules, demos, model and adapter, the system prompt."""
+    store = user_store(request, user)
+    with not_found_as_404():
+        return review.explain(store, attempt_id).as_dict()
