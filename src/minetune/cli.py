@@ -1075,6 +1075,7 @@ def _train_config(**opts: Any) -> Any:
         "rank": opts.get("rank"),
         "max_length": opts.get("max_length"),
         "threads": opts.get("threads"),
+        "engine": opts.get("engine"),
     }
     return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
 
@@ -1088,6 +1089,11 @@ def _training_options(fn: Any) -> Any:
         click.option("--rank", type=click.IntRange(min=1), help="LoRA rank (default 16)."),
         click.option("--max-length", type=click.IntRange(min=16), help="Tokens per example (default 1024)."),
         click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch."),
+        click.option(
+            "--engine",
+            type=click.Choice(["auto", "trl", "resident"]),
+            help="Trainer: TRL, or the resident plain-PyTorch loop (SFT; default auto = resident on a GPU).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -1635,7 +1641,9 @@ def forget(
 
 
 @app.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (non-loopback needs tokens).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (non-loopback needs tokens)."
+)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--auth/--no-auth", "auth", default=None,
               help="Require tokens (default: when any token exists or the host is not loopback).")
