@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,12 @@ def create_app(
     host: str = "127.0.0.1",
     require_auth: bool | None = None,
     model: ChatModel | None = None,
+    warm_up: bool = False,
 ) -> FastAPI:
-    """Build the app. Auth is on when asked, when any token exists, or on a non-loopback host."""
+    """Build the app. Auth is on when asked, when any token exists, or on a non-loopback host.
+
+    ``warm_up`` loads the demo embedder in the background at start-up, so the first request that
+    retrieves demos does not pay for it (``minetune serve`` sets it)."""
     from minetune.server.auth import is_loopback
 
     state = ServerState.open(settings, auth_required=False, model=model)
@@ -53,10 +57,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if warm_up and settings.reoptimize:
+            state.submit(_warm_embedder, settings.embedder)
         yield
         state.close()
 
-    app = FastAPI(title="minetune", version=_version(), lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="minetune", version=_version(), lifespan=lifespan, docs_url="/api/docs", redoc_url=None
+    )
     app.state.minetune = state
 
     @app.middleware("http")
@@ -111,6 +119,17 @@ def create_app(
     app.include_router(proxy.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _warm_embedder(name: str) -> None:
+    import logging
+
+    try:
+        from minetune.learn.embed import load_embedder
+
+        load_embedder(name)
+    except Exception as exc:  # the first request that needs it will report the problem
+        logging.getLogger("minetune.server").warning("Could not preload the embedder %s: %s", name, exc)
 
 
 def _version() -> str:

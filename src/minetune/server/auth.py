@@ -31,6 +31,6 @@ def current_user(request: Request) -> str:
     token = request_token(request)
     user = user_for_token(state.db, token) if token else None
     if user is None:
-        detail = "Invalid token." if token else "Authentication required: send 'Authorization: Bearer <token>'."
+        detail = "Invalid token." if token else "Authentication required: send 'Authorization: Bearer TOKEN'."
         raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
     return user
