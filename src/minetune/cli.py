@@ -1662,7 +1662,7 @@ def serve(ctx: click.Context, host: str, port: int, auth: bool | None, model: st
     from minetune.server.app import create_app
 
     settings = _settings(ctx, model)
-    server_app = create_app(settings, host=host, require_auth=auth)
+    server_app = create_app(settings, host=host, require_auth=auth, warm_up=True)
     mode = "tokens required" if server_app.state.minetune.auth_required else "single local user, no login"
     err.print(f"minetune serving on http://{host}:{port}/ ({mode}); proxy at /v1", highlight=False)
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
