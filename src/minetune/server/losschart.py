@@ -81,7 +81,10 @@ def line_chart_svg(
             f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#667085">'
             f"{_label(tick)}</text>"
         )
-    for tick in _ticks(x_low, x_high):
+    x_ticks = _ticks(x_low, x_high)
+    if all(x.is_integer() for x in xs):  # steps: whole-number ticks only
+        x_ticks = sorted({float(round(x)) for x in x_ticks})
+    for tick in x_ticks:
         x = sx(tick)
         parts.append(
             f'<text x="{x:.1f}" y="{height - MARGIN_BOTTOM + 16}" text-anchor="middle" fill="#667085">'

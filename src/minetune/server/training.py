@@ -3,6 +3,7 @@ its progress, and browse the job history with loss curves (server-side SVG)."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
@@ -242,6 +243,15 @@ def run_loss_chart(request: Request, run_id: RunId, user: str = Depends(current_
     return _svg(line_chart_svg(curve_series(points), title=f"Loss · {run.kind} {run.method.upper()}"))
 
 
+def _shown(value: Any) -> str:
+    """A setting or metric as short text (nested values as compact JSON)."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(", ", ": "), default=str)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "—" if value is None else str(value)
+
+
 def _job(request: Request, user: str, job_id: int) -> tuple[TrainingJob, str]:
     store = user_store(request, user)
     with found():
@@ -251,7 +261,7 @@ def _job(request: Request, user: str, job_id: int) -> tuple[TrainingJob, str]:
 @router.get("/training/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
     job, program = _job(request, user, job_id)
-    hyper = {k: v for k, v in (job.hyperparameters or {}).items() if k not in HIDDEN_HYPERPARAMETERS}
+    hyper = {k: _shown(v) for k, v in (job.hyperparameters or {}).items() if k not in HIDDEN_HYPERPARAMETERS}
     live = next((r for r in _runs(request).of(user, program) if r.job_id == job.id and r.active), None)
     return render(
         request,
@@ -260,7 +270,7 @@ def job_page(request: Request, job_id: JobId, user: str = Depends(current_user))
         program=program,
         row=_job_row(job, program),
         hyperparameters=hyper,
-        metrics=dict(job.metrics or {}),
+        metrics={k: _shown(v) for k, v in (job.metrics or {}).items()},
         chart=line_chart_svg(curve_series(job.loss_curve or []), title=f"Loss · job {job.id}"),
         live=live,
     )

@@ -31,7 +31,7 @@
     var bar = document.getElementById("live-progress");
     if (run.total) { bar.max = run.total; bar.value = run.step; } else { bar.removeAttribute("value"); }
     text("live-error", run.error || run.warning || "");
-    if (run.points !== lastPoints) { lastPoints = run.points; redrawChart(runId); }
+    if (run.points && run.points !== lastPoints) { lastPoints = run.points; redrawChart(runId); }
     if (run.done) {
       document.getElementById("live-cancel").hidden = true;
       clearInterval(timer);
