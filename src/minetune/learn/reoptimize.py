@@ -125,11 +125,14 @@ class Learner:
         if not len(state.index):
             return [], None
         query = self.embed(message)
-        demos = state.index.select(query, self._policy(), exclude_turns)
+        policy = self._policy()
+        with _LOCK:  # the server syncs indexes from background threads while requests select
+            demos = state.index.select(query, policy, exclude_turns)
         alive = self.store.existing_attempt_ids([d.attempt_id for d in demos])
-        for demo in demos:
-            if demo.attempt_id not in alive:  # deleted elsewhere since the index saw it
-                state.index.remove_turn(demo.turn_id)
+        with _LOCK:
+            for demo in demos:
+                if demo.attempt_id not in alive:  # deleted elsewhere since the index saw it
+                    state.index.remove_turn(demo.turn_id)
         return [d for d in demos if d.attempt_id in alive], query
 
     def remember_embedding(self, turn_id: int, vector: np.ndarray | None) -> None:

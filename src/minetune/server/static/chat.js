@@ -126,7 +126,9 @@
     const status = el("span", { class: "rating-status muted small", role: "status" });
     const critique = el("textarea", {
       class: "critique", rows: 2, "aria-label": "Critique",
-      placeholder: "What should be different? (optional; sent with your rating or retry)",
+      placeholder: latest
+        ? "What should be different? (optional; sent with your rating or retry; Ctrl+Enter retries)"
+        : "What should be different? (optional; sent with your rating)",
     });
     const stars = el("div", { class: "stars", role: "group", "aria-label": "Rate this answer" });
     for (let n = 1; n <= 5; n++) {
