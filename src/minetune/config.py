@@ -30,6 +30,27 @@ class PraiseSettings:
 
 
 @dataclass(frozen=True)
+class ContinualSettings:
+    """Continual learning from the chat (``[continual]`` in config.toml; see
+    :mod:`minetune.train.continual`). Off by default: it needs a local ``hf:``/``vllm:`` base model.
+
+    When on, every answer accepted with ``stars`` or more (or praised) is noted, and once
+    ``threshold`` new examples wait, a gated incremental adapter update runs in the background.
+    ``train`` holds LoRA hyperparameters for the update (``max_steps``, ``learning_rate``, …).
+    """
+
+    enabled: bool = False
+    threshold: int = 8
+    stars: int = 4
+    replay_ratio: float = 1.0
+    replay_max: int = 64
+    min_improvement: float = 0.0
+    retention_tolerance: float = 0.05
+    ewc_lambda: float = 0.0
+    train: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs, frozen like the rest
+
+
+@dataclass(frozen=True)
 class Settings:
     """Resolved settings for one minetune process."""
 
@@ -46,6 +67,7 @@ class Settings:
     embedder: str = "minilm"  # "minilm" (offline all-MiniLM-L6-v2) or a sentence-transformers model dir
     reoptimize: bool = True  # re-optimize demos and lessons after every feedback
     reflection_model: str | None = None  # model spec for distilling critiques; default: the program's
+    continual: ContinualSettings = field(default_factory=ContinualSettings)
 
     @property
     def sqlite_path(self) -> Path:
@@ -92,6 +114,40 @@ def _praise_settings(raw: dict[str, Any]) -> PraiseSettings:
     return PraiseSettings(**kwargs)
 
 
+def _continual_settings(raw: Any, env: Any) -> ContinualSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("config.toml: [continual] must be a table")
+    known = {"enabled", "threshold", "stars", "replay_ratio", "replay_max", "min_improvement",
+             "retention_tolerance", "ewc_lambda", "train"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"config.toml: unknown [continual] key(s): {', '.join(unknown)}")
+    enabled = _flag(env.get("MINETUNE_CONTINUAL", raw.get("enabled", False)), "continual.enabled")
+    threshold = _positive_int(env.get("MINETUNE_CONTINUAL_THRESHOLD", raw.get("threshold", 8)),
+                              "continual.threshold")
+    stars = _positive_int(raw.get("stars", 4), "continual.stars")
+    if stars > 5:
+        raise ConfigError("continual.stars must be from 1 to 5")
+    numbers: dict[str, float] = {}
+    for key, default in (("replay_ratio", 1.0), ("min_improvement", 0.0), ("retention_tolerance", 0.05),
+                         ("ewc_lambda", 0.0)):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config.toml: continual.{key} must be a number, got {value!r}")
+        numbers[key] = float(value)
+    train = raw.get("train", {})
+    if not isinstance(train, dict):
+        raise ConfigError("config.toml: [continual.train] must be a table of LoRA settings")
+    return ContinualSettings(
+        enabled=enabled,
+        threshold=threshold,
+        stars=stars,
+        replay_max=_positive_int(raw.get("replay_max", 64), "continual.replay_max"),
+        train=tuple(sorted(train.items())),
+        **numbers,
+    )
+
+
 def _positive_int(value: Any, name: str) -> int:
     try:
         number = int(value)
@@ -134,5 +190,6 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         embedder=env.get("MINETUNE_EMBEDDER") or file_cfg.get("embedder") or "minilm",
         reoptimize=_flag(env.get("MINETUNE_REOPTIMIZE", file_cfg.get("reoptimize", True)), "reoptimize"),
         reflection_model=env.get("MINETUNE_REFLECTION_MODEL") or file_cfg.get("reflection_model"),
+        continual=_continual_settings(file_cfg.get("continual", {}), env),
     )
     return settings.with_overrides(**overrides)

@@ -262,6 +262,7 @@ class Session:
         rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
         feedback = self.store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message)
         self._reoptimize(feedback.id)
+        self._note_accepted(None)
         return matched
 
     def _reoptimize(self, feedback_id: int) -> None:
@@ -279,6 +280,18 @@ class Session:
         reflector = resolve_model(self.settings, spec) if spec else self.model()
         return self.learner.on_feedback(feedback_id, reflector)
 
+    def _note_accepted(self, stars: int | None) -> None:
+        """After an answer is accepted (``stars`` at the threshold, or None for praise): with
+        ``[continual] enabled``, let the adapter's buffer fill — its check and any incremental
+        update run on a background thread, so this never waits (errors are kept for
+        ``minetune.train.continual.last_update``, not raised)."""
+        continual = self.settings.continual
+        if not continual.enabled or (stars is not None and stars < continual.stars):
+            return
+        from minetune.train.continual import note_soon
+
+        note_soon(self.store, self.settings, self.program)
+
     def _target(self, attempt_id: int | None) -> int:
         if attempt_id is not None:
             return attempt_id
@@ -294,6 +307,7 @@ class Session:
             self._target(attempt_id), "explicit", stars=value, critique=critique
         )
         self._reoptimize(feedback.id)
+        self._note_accepted(value)
         return value
 
     def retry(self, critique: str | None = None, on_delta: DeltaCallback | None = None) -> Response:
