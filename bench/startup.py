@@ -1,6 +1,7 @@
-"""Start-up time of the CLI: `minetune --help` and `minetune stats` against bare Python.
+"""Start-up time of the CLI (`minetune --help`, `minetune stats`) and of `minetune serve` (from
+launch until it answers its first HTTP request) against bare Python.
 
-Heavy ML libraries must be imported lazily, so both commands should start well under 1 s.
+Heavy ML libraries must be imported lazily, so each should start well under 1 s.
 The peers in the same run: bare `python -c pass` (the floor) and `python -c "import transformers"`
 (what an eager import of the ML stack would add).
 
@@ -29,6 +30,35 @@ def timed(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
     return samples
 
 
+def serve_ready(cli: list[str], env: dict[str, str], runs: int) -> list[float]:
+    """Seconds from launching `minetune serve` until it serves a static file over HTTP."""
+    import socket
+    import urllib.request
+
+    samples = []
+    for _ in range(runs):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        start = time.perf_counter()
+        command = [*cli, "serve", "--port", str(port)]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.css", timeout=1).read()
+                    break
+                except OSError:
+                    if proc.poll() is not None:
+                        raise RuntimeError("minetune serve exited before answering") from None
+                    time.sleep(0.01)
+            samples.append(time.perf_counter() - start)
+        finally:
+            proc.terminate()
+            proc.wait()
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -46,8 +76,11 @@ def main() -> None:
             ("python -c 'import transformers' (peer)", [py, "-c", "import transformers"]),
         ]
         print(f"{'command':<42} {'median s':>9} {'p90 s':>7} {'max s':>7}  target")
-        for name, cmd in rows:
-            samples = sorted(timed(cmd, env, args.runs))
+        measured = [(name, lambda cmd=cmd: timed(cmd, env, args.runs)) for name, cmd in rows]
+        serve = ("minetune serve (until it answers HTTP)", lambda: serve_ready(cli, env, args.runs))
+        measured.insert(4, serve)
+        for name, measure in measured:
+            samples = sorted(measure())
             p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
             verdict = ("ok" if p90 < TARGET_S else "SLOW") if name.startswith("minetune") else ""
             print(f"{name:<42} {statistics.median(samples):>9.3f} {p90:>7.3f} {samples[-1]:>7.3f}  {verdict}")
