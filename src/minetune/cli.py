@@ -631,8 +631,12 @@ def bundle_app() -> None:
 
 
 def _bundle_counts(counts: dict[str, int]) -> str:
-    keys = ("versions", "lessons", "conversations", "turns", "attempts", "feedback", "embeddings", "adapters")
-    return ", ".join(f"{counts.get(k, 0)} {k}" for k in keys)
+    keys = (
+        "versions", "lessons", "conversations", "turns", "attempts", "feedback", "embeddings",
+        "adapter_records", "adapters",
+    )
+    names = {"adapter_records": "adapter records", "adapters": "adapter directories"}
+    return ", ".join(f"{counts.get(k, 0)} {names.get(k, k)}" for k in keys)
 
 
 @bundle_app.command("export")

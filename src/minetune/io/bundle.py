@@ -1,5 +1,6 @@
-"""Portable program bundles: one program's versions, lessons, rated data, embeddings and
-(optionally) adapter files in a zip of JSON and safetensors that another machine can import.
+"""Portable program bundles: one program's versions, lessons, rated data, embeddings, adapter
+records (with their lineage) and (optionally) adapter files in a zip of JSON and safetensors that
+another machine can import.
 
 The format is specified in ``docs/bundle-format.md``; :data:`FORMAT_VERSION` is its version.
 Importing is all-or-nothing: the bundle is fully read and checked (member names, checksums,
@@ -33,7 +34,7 @@ import numpy as np
 from minetune.config import Settings
 from minetune.errors import MinetuneError
 from minetune.store import Store
-from minetune.store.schema import FEEDBACK_KINDS, LESSON_STATUSES
+from minetune.store.schema import ADAPTER_STATUSES, FEEDBACK_KINDS, LESSON_STATUSES
 from minetune.store.transfer import (
     EmbeddingRecord,
     ProgramDump,
@@ -49,6 +50,7 @@ MANIFEST = "manifest.json"
 VERSIONS = "versions.json"
 LESSONS = "lessons.json"
 CONVERSATIONS = "conversations.jsonl"
+ADAPTER_RECORDS = "adapters.json"
 EMBEDDINGS_SAFETENSORS = "embeddings.safetensors"
 EMBEDDINGS_NPY_DIR = "embeddings"
 ADAPTERS_DIR = "adapters"
@@ -58,7 +60,18 @@ _MAX_MANIFEST_BYTES = 64 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # Column widths of the schema's String columns, checked so PostgreSQL never truncates or refuses.
-_MAX_LEN = {"name": 200, "title": 500, "source": 50, "external_id": 300, "model_spec": 500, "adapter": 1000}
+_MAX_LEN = {
+    "name": 200,
+    "title": 500,
+    "source": 50,
+    "external_id": 300,
+    "model_spec": 500,
+    "adapter": 1000,
+    "domain": 200,
+    "method": 20,
+    "base_model": 1000,
+    "path": 1000,
+}
 
 
 class BundleError(MinetuneError):
@@ -167,22 +180,16 @@ def _adapter_dir(adapter: str, settings: Settings | None) -> Path | None:
 def _collect_adapters(
     dump: ProgramDump, program: str, settings: Settings | None
 ) -> list[tuple[str, str, Path, list[str]]]:
-    """(bundle name, original path, directory, relative files) per distinct adapter of any version;
-    also sets each version record's ``adapter_bundled``."""
+    """(bundle name, original path, directory, relative files) per distinct adapter directory of any
+    version or adapter record; sets each version's ``adapter_bundled`` and each record's ``bundled``.
+    A version's missing directory is an error; a record's (say, a retired adapter's deleted files)
+    leaves that record metadata only."""
     by_path: dict[str, str] = {}
     found: list[tuple[str, str, Path, list[str]]] = []
     used: set[str] = set()
-    for version in dump.versions:
-        adapter = version.get("adapter")
-        if not adapter:
-            continue
+
+    def collect(adapter: str, directory: Path) -> str:
         if adapter not in by_path:
-            directory = _adapter_dir(adapter, settings)
-            if directory is None:
-                raise BundleError(
-                    f"Version {version['number']} of {program!r} uses the adapter {adapter!r}, which is "
-                    "not a directory here; restore it or export without --with-adapters."
-                )
             base = _slug(directory.resolve().name) if directory.resolve().name else "adapter"
             name, n = base, 1
             while name in used:
@@ -198,7 +205,22 @@ def _collect_adapters(
                         files.append(full.relative_to(directory).as_posix())
             by_path[adapter] = name
             found.append((name, adapter, directory, files))
-        version["adapter_bundled"] = by_path[adapter]
+        return by_path[adapter]
+
+    for version in dump.versions:
+        adapter = version.get("adapter")
+        if not adapter:
+            continue
+        directory = _adapter_dir(adapter, settings)
+        if directory is None:
+            raise BundleError(
+                f"Version {version['number']} of {program!r} uses the adapter {adapter!r}, which is "
+                "not a directory here; restore it or export without --with-adapters."
+            )
+        version["adapter_bundled"] = collect(adapter, directory)
+    for record in dump.adapters:
+        directory = _adapter_dir(record["path"], settings) if record.get("path") else None
+        record["bundled"] = collect(record["path"], directory) if directory is not None else None
     return found
 
 
@@ -238,6 +260,8 @@ def export_bundle(
     dump = dump_program(store, program)
     for version in dump.versions:
         version["adapter_bundled"] = None
+    for record in dump.adapters:
+        record["bundled"] = None
     adapters = _collect_adapters(dump, program, settings) if with_adapters else []
     groups = _embedding_groups(dump.embeddings)
     encoding = None
@@ -256,6 +280,7 @@ def export_bundle(
                 VERSIONS, _json_bytes({"active_version": dump.active_version, "versions": dump.versions})
             )
             writer.bytes(LESSONS, _json_bytes({"lessons": dump.lessons}))
+            writer.bytes(ADAPTER_RECORDS, _json_bytes({"adapters": dump.adapters}))
             with writer.stream(CONVERSATIONS) as stream:
                 for conversation in dump.conversations:
                     stream.write(json.dumps(conversation, ensure_ascii=False).encode("utf-8") + b"\n")
@@ -406,6 +431,31 @@ def _check_version(v: Any, i: int) -> dict[str, Any]:
     _field(v, "sources", "dict", where)
     _field(v, "created_at", "str", where, null=True)
     return v
+
+
+def _check_adapter_record(r: Any, i: int) -> dict[str, Any]:
+    where = f"{ADAPTER_RECORDS}: adapter #{i + 1}"
+    r = _obj(r, where)
+    _field(r, "id", "int", where)
+    _field(r, "parent", "int", where, null=True)
+    _field(r, "replaces", "int", where, null=True)
+    if not _field(r, "domain", "str", where).strip():
+        raise BundleError(f"{where}: 'domain' is empty.")
+    _field(r, "method", "str", where)
+    _field(r, "base_model", "str", where)
+    _field(r, "path", "str", where)
+    if _field(r, "status", "str", where) not in ADAPTER_STATUSES:
+        raise BundleError(f"{where}: 'status' must be one of {', '.join(ADAPTER_STATUSES)}.")
+    for key in ("examples", "lineage"):
+        ids = _field(r, key, "list", where)
+        if not all(isinstance(a, int) and not isinstance(a, bool) for a in ids):
+            raise BundleError(f"{where}: {key!r} must be a list of attempt ids.")
+    _field(r, "metrics", "dict", where)
+    _field(r, "tainted_at", "str", where, null=True)
+    _field(r, "taint_reason", "str", where, null=True)
+    _field(r, "created_at", "str", where, null=True)
+    _field(r, "bundled", "str", where, null=True)
+    return r
 
 
 def _check_lesson(x: Any, i: int) -> dict[str, Any]:
@@ -630,6 +680,11 @@ def _read(zf: zipfile.ZipFile) -> _Bundle:
     lessons = [_check_lesson(x, i) for i, x in enumerate(_field(lessons_doc, "lessons", "list", LESSONS))]
     conversations = _read_conversations(zf)
     embeddings, encoding = _read_embeddings(zf, manifest.get("embeddings"))
+    records: list[dict[str, Any]] = []
+    if ADAPTER_RECORDS in manifest["files"]:  # absent in bundles from before adapter records
+        doc = _obj(_load_json(_member_bytes(zf, ADAPTER_RECORDS), ADAPTER_RECORDS), ADAPTER_RECORDS)
+        raw_records = _field(doc, "adapters", "list", ADAPTER_RECORDS)
+        records = [_check_adapter_record(r, i) for i, r in enumerate(raw_records)]
 
     adapters = []
     declared: set[str] = set()
@@ -661,6 +716,12 @@ def _read(zf: zipfile.ZipFile) -> _Bundle:
                 f"{VERSIONS}: version {v['number']} uses the adapter {v['adapter_bundled']!r}, "
                 "which is not in the bundle."
             )
+    for r in records:
+        if r.get("bundled") is not None and r["bundled"] not in names:
+            raise BundleError(
+                f"{ADAPTER_RECORDS}: adapter {r['id']} names the bundled adapter {r['bundled']!r}, "
+                "which is not in the bundle."
+            )
 
     dump = ProgramDump(
         program=program,
@@ -669,6 +730,7 @@ def _read(zf: zipfile.ZipFile) -> _Bundle:
         lessons=lessons,
         conversations=conversations,
         embeddings=embeddings,
+        adapters=records,
     )
     counts = _obj(manifest.get("counts"), "manifest 'counts'")
     actual = dump.counts() | {"adapters": len(adapters)}
@@ -743,6 +805,11 @@ def import_bundle(
                 version["adapter"] = str(destinations[bundled])
             if version.get("adapter") and len(version["adapter"]) > _MAX_LEN["adapter"]:
                 raise BundleError(f"The adapter path of version {version['number']} is too long.")
+        for record in bundle.dump.adapters:
+            if record.get("bundled") is not None:
+                record["path"] = str(destinations[record["bundled"]])
+            if len(record["path"]) > _MAX_LEN["path"]:
+                raise BundleError(f"The path of adapter {record['id']} is too long.")
 
         staging = settings.home / ADAPTERS_DIR / f".incoming-{uuid.uuid4().hex}"
         moved: list[Path] = []

@@ -1,14 +1,16 @@
 """Moving one program between stores: its rows as plain records with bundle-local ids, and back.
 
 :func:`dump_program` reads a program (versions, lessons, conversations with turns, attempts and
-feedback, turn embeddings) in one transaction and renumbers every row 1..n per table, in the
-order of the original ids, so a dump never shows the exporting store's ids and the relative
-order of rows (which decides "the latest rating wins") survives. :func:`load_program` writes
-such records as a new program in ONE transaction: any error leaves the store unchanged.
+feedback, turn embeddings, and the records of its LoRA adapters with their lineage) in one
+transaction and renumbers every row 1..n per table, in the order of the original ids, so a dump
+never shows the exporting store's ids and the relative order of rows (which decides "the latest
+rating wins") survives. :func:`load_program` writes such records as a new program in ONE
+transaction: any error leaves the store unchanged.
 
 Ids that sit inside JSON fields (a version's lesson snapshot, ``sources`` and pinned demos; an
-attempt's demo ids) are renumbered too; see :data:`VERSION_ID_REFS`. A reference to a row that is
-not part of the program (for example a deleted attempt) becomes ``None`` or is dropped from its list.
+attempt's demo ids; an adapter's example and lineage attempt ids) are renumbered too; see
+:data:`VERSION_ID_REFS`. A reference to a row that is not part of the program (for example a
+deleted attempt) becomes ``None`` or is dropped from its list.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 from minetune.errors import NotFoundError, StoreError
 from minetune.store.repo import Store
 from minetune.store.schema import (
+    Adapter,
     Attempt,
     Conversation,
     Feedback,
@@ -38,15 +41,18 @@ from minetune.store.schema import (
 
 # Keys of a version's ``sources`` that hold row ids, and which table they point into.
 # ``lessons`` holds the active lesson ids (Store.change_lessons), ``feedback_id`` the critique a
-# lesson came from, ``trainset_attempt_ids`` a DSPy trainset, ``conversation_ids`` a bootstrap.
+# lesson came from, ``trainset_attempt_ids`` a DSPy trainset, ``conversation_ids`` a bootstrap,
+# ``adapter`` and ``parent_adapter`` the adapter a version serves and the one it continued.
 VERSION_ID_REFS: dict[str, str] = {
     "lessons": "lessons",
     "feedback_id": "feedback",
     "trainset_attempt_ids": "attempts",
     "conversation_ids": "conversations",
+    "adapter": "adapters",
+    "parent_adapter": "adapters",
 }
 
-TABLES = ("versions", "lessons", "conversations", "turns", "attempts", "feedback")
+TABLES = ("versions", "lessons", "conversations", "turns", "attempts", "feedback", "adapters")
 
 
 @dataclass
@@ -69,6 +75,7 @@ class ProgramDump:
     lessons: list[dict[str, Any]]
     conversations: list[dict[str, Any]]
     embeddings: list[EmbeddingRecord] = field(default_factory=list)
+    adapters: list[dict[str, Any]] = field(default_factory=list)  # adapter records with lineage
 
     def counts(self) -> dict[str, int]:
         turns = [t for c in self.conversations for t in c["turns"]]
@@ -81,6 +88,7 @@ class ProgramDump:
             "attempts": len(attempts),
             "feedback": sum(len(a["feedback"]) for a in attempts),
             "embeddings": len(self.embeddings),
+            "adapter_records": len(self.adapters),
         }
 
 
@@ -195,6 +203,7 @@ def dump_program(store: Store, name: str) -> ProgramDump:
         embeddings = (
             list(s.scalars(select(TurnEmbedding).where(TurnEmbedding.turn_id.in_(turn_ids)))) if turns else []
         )
+        adapters = list(s.scalars(select(Adapter).where(Adapter.program_id == prog.id)))
         maps = {
             "versions": _local_ids(v.id for v in versions),
             "lessons": _local_ids(x.id for x in lessons),
@@ -202,6 +211,7 @@ def dump_program(store: Store, name: str) -> ProgramDump:
             "turns": _local_ids(turn_ids),
             "attempts": _local_ids(attempt_ids),
             "feedback": _local_ids(f.id for f in feedback),
+            "adapters": _local_ids(a.id for a in adapters),
         }
         version_records = [
             remap_version_refs(
@@ -289,6 +299,25 @@ def dump_program(store: Store, name: str) -> ProgramDump:
             }
             for c in sorted(convs, key=lambda c: c.id)
         ]
+        adapter_records = [
+            {
+                "id": maps["adapters"][a.id],
+                "parent": maps["adapters"].get(a.parent_id) if a.parent_id else None,
+                "replaces": maps["adapters"].get(a.replaces_id) if a.replaces_id else None,
+                "domain": a.domain,
+                "method": a.method,
+                "base_model": a.base_model,
+                "path": a.path,
+                "status": a.status,
+                "examples": _map_list(list(a.example_attempt_ids or []), maps["attempts"]),
+                "lineage": _map_list(list(a.lineage_attempt_ids or []), maps["attempts"]),
+                "metrics": dict(a.metrics or {}),
+                "tainted_at": _iso(a.tainted_at),
+                "taint_reason": a.taint_reason,
+                "created_at": _iso(a.created_at),
+            }
+            for a in sorted(adapters, key=lambda a: a.id)
+        ]
         embedding_records = [
             EmbeddingRecord(maps["turns"][e.turn_id], e.model, e.dim, bytes(e.vector))
             for e in sorted(embeddings, key=lambda e: e.turn_id)
@@ -301,6 +330,7 @@ def dump_program(store: Store, name: str) -> ProgramDump:
             lessons=lesson_records,
             conversations=conversation_records,
             embeddings=embedding_records,
+            adapters=adapter_records,
         )
 
 
@@ -332,6 +362,11 @@ def _insert(s: Session, mapping: dict[int, int], rows: list[Any]) -> None:
     s.flush()
     for local, row in zip(sorted(mapping), rows, strict=True):
         mapping[local] = row.id
+
+
+def _attempt_refs(maps: dict[str, dict[int, int]], values: Any, where: str) -> list[int]:
+    found = [_ref(maps["attempts"], value, "attempt", where) for value in values or []]
+    return sorted(a for a in found if a is not None)
 
 
 def load_program(
@@ -492,6 +527,36 @@ def _load(
                 .where(Lesson.id == lesson.id)
                 .values(superseded_by_id=newer, updated_at=lesson.updated_at)
             )
+
+    # Adapters (their parent/replaces links point at other adapters: set once all exist). Before
+    # the versions, whose ``sources`` name the adapter they serve.
+    records = sorted(dump.adapters, key=lambda r: r["id"])
+    adapter_rows: list[Adapter] = []
+    for r in records:
+        local = _unique_id(maps["adapters"], r["id"], "adapter")
+        maps["adapters"][local] = 0
+        where = f"Adapter {local}"
+        adapter_rows.append(
+            Adapter(
+                program_id=prog.id,
+                job_id=None,  # training jobs do not travel
+                domain=r.get("domain") or "general",
+                method=r["method"],
+                base_model=r["base_model"],
+                path=r["path"],
+                status=r.get("status") or "ready",
+                example_attempt_ids=_attempt_refs(maps, r.get("examples"), f"{where}'s examples"),
+                lineage_attempt_ids=_attempt_refs(maps, r.get("lineage"), f"{where}'s lineage"),
+                metrics=dict(r.get("metrics") or {}),
+                tainted_at=_when(r["tainted_at"], where) if r.get("tainted_at") else None,
+                taint_reason=r.get("taint_reason"),
+                created_at=_when(r.get("created_at"), where),
+            )
+        )
+    _insert(s, maps["adapters"], adapter_rows)
+    for r, row in zip(records, adapter_rows, strict=True):
+        row.parent_id = _ref(maps["adapters"], r.get("parent"), "adapter", f"Adapter {r['id']}")
+        row.replaces_id = _ref(maps["adapters"], r.get("replaces"), "adapter", f"Adapter {r['id']}")
 
     # Versions, parents before children; each is written once, complete (versions are immutable).
     pending: dict[int, dict[str, Any]] = {}
