@@ -22,7 +22,7 @@ class ServerState:
     auth_required: bool
     model_override: ChatModel | None = None  # tests inject a model; otherwise specs are resolved
     _stores: dict[str, Store] = field(default_factory=dict)
-    _models: dict[str, ChatModel] = field(default_factory=dict)
+    _models: dict[tuple[Any, ...], ChatModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Re-optimization and training run here so they never hold up a request.
     background: ThreadPoolExecutor = field(
@@ -41,19 +41,37 @@ class ServerState:
                 store = self._stores[user] = Store(self.db, user)
             return store
 
-    def model(self, spec: str | None) -> ChatModel:
-        """The chat model for ``spec`` (None: settings / auto-detection), built once and reused."""
+    def model(self, spec: str | None, store: Store | None = None, program: str | None = None) -> ChatModel:
+        """The chat model for ``spec`` (None: settings / auto-detection), built once and reused.
+
+        A routed spec (``…?route``) routes between one program's domain adapters, so it needs the
+        ``store`` and ``program``; it is rebuilt when the program's active version changes."""
         if self.model_override is not None:
             return self.model_override
-        from minetune.models import resolve_model
+        from minetune.models.spec import is_routed
 
-        key = spec or ""
+        routed = is_routed(spec)
+        if routed and (store is None or program is None):
+            from minetune.errors import ModelError
+
+            raise ModelError(f"{spec} routes between a program's adapters; it needs the program.")
+        key: tuple[Any, ...] = (spec or "",)
+        if routed:
+            assert store is not None and program is not None
+            key = (spec, store.user_id, program, store.active_version(program).id)
         with self._lock:
             model = self._models.get(key)
         if model is None:
-            model = resolve_model(self.settings, spec)
+            if routed:
+                from minetune.train.adapters import routed_model
+
+                model = routed_model(store, self.settings, program, spec)  # type: ignore[arg-type]
+            else:
+                from minetune.models import resolve_model
+
+                model = resolve_model(self.settings, spec)
             with self._lock:
-                self._models.setdefault(key, model)
+                model = self._models.setdefault(key, model)
         return model
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
