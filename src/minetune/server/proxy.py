@@ -176,7 +176,7 @@ def chat_completions(
         prepared = gateway.prepare(store, program, [m.model_dump() for m in body.messages])
         if prepared.praise_feedback_id is not None:
             state.submit(_learn, state, store, program, prepared.praise_feedback_id)
-        model = state.model(prepared.version.model_spec)
+        model = state.model(prepared.version.model_spec, store, program)
         if body.stream:
             stream = gateway.stream(
                 store, prepared, model, temperature=body.temperature, max_tokens=max_tokens
@@ -272,7 +272,7 @@ def _learn(state: ServerState, store: Store, program: str, feedback_id: int) -> 
     try:
         try:
             spec = state.settings.reflection_model or store.active_version(program).model_spec
-            reflector = state.model(spec)
+            reflector = state.model(spec, store, program)
         except MinetuneError:
             reflector = None  # no model to distil critiques with: demos are still updated
         learn(store, state.settings, program, feedback_id, reflector)
