@@ -9,6 +9,8 @@ trains a rank-16 LoRA on all linear layers for one epoch over the same rows, in 
   update runs): TRL's SFTTrainer with minetune's settings (batch 4, no gradient checkpointing,
   loss on the answer only). "time to adapt" is the whole update: load the base and the parent
   adapter, set up, train, save.
+* minetune resident — :class:`minetune.train.fast.ResidentLoRA` with the base already loaded
+  (what a long-running ``minetune serve`` does between updates): restore the parent, train, save.
 * TRL defaults — SFTTrainer with its defaults (batch 8, gradient checkpointing on, lr 2e-5); only
   ``use_cpu=True``, ``bf16=False``, one epoch and no checkpoints are set, and the same LoRA config.
 * plain loop — PEFT + torch.optim.AdamW, batch 4, right-padded, loss on the answer only.
@@ -80,6 +82,20 @@ def bench_minetune(
     start = time.perf_counter()
     result = fit(model_dir, "sft", rows, config, work, parent_adapter=parent)
     return {"adapt_s": time.perf_counter() - start, "train_s": result.train_s, "steps": result.steps}
+
+
+def bench_resident(
+    model_dir: Path, parent: Path, rows: list[Any], work: Path, max_length: int
+) -> dict[str, float]:
+    """minetune's resident trainer: the base stays loaded, so an update is restore + train + save."""
+    from minetune.train.fast import ResidentLoRA, Row
+    from minetune.train.lora import encode
+
+    trainer = ResidentLoRA.load(model_dir, device="cpu", rank=16, alpha=32)
+    data = [Row(*encode(trainer.tokenizer, ex.prompt, ex.response, max_length)) for ex in rows]
+    trainer.update(data[:8], batch_size=4)  # warm-up, as a long-running process would have done
+    result = trainer.update(data, parent=parent, out_dir=work, batch_size=4, learning_rate=1e-4)
+    return {"adapt_s": result.total_s, "train_s": result.train_s, "steps": result.steps}
 
 
 def bench_trl_defaults(model_dir: Path, rows: list[Any], work: Path) -> dict[str, float]:
@@ -200,6 +216,9 @@ def main() -> None:
     results = {
         "minetune incremental update": bench_minetune(
             model_dir, parent.adapter_dir, rows, tmp / "update", max_length
+        ),
+        "minetune resident trainer (model kept loaded)": bench_resident(
+            model_dir, parent.adapter_dir, rows, tmp / "resident", max_length
         ),
         "TRL SFTTrainer defaults": bench_trl_defaults(model_dir, rows, tmp / "trl"),
         "plain PyTorch + PEFT loop": bench_plain_loop(model_dir, rows, max_length),
