@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, NamedTuple
 
 import httpx
-import numpy as np
 import openai
 import pytest
 from sqlalchemy import select
@@ -19,42 +18,40 @@ from fakes import FakeOpenAI
 from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError, ModelError
 from minetune.gateway import program_for_model
-from minetune.learn import embed
 from minetune.models.base import Completion, CompletionStream, Message
 from minetune.server.app import create_app
 from minetune.store import Store
 from minetune.store.schema import Conversation, Turn
 from minetune.store.users import issue_token
 from serverutil import serve_app
-
-EMBEDDER = "test-words"
-
-
-class WordEmbedder:
-    """A deterministic bag-of-words embedder, so demo retrieval runs without loading MiniLM."""
-
-    name = EMBEDDER
-    dim = 64
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, sum(map(ord, word.strip("?.,!"))) % self.dim] += 1.0
-            norm = np.linalg.norm(out[i])
-            if norm:
-                out[i] /= norm
-        return out
+from webchat import WORDS_EMBEDDER, fake_spec, word_embedder
+from webusers import rows_unchanged
 
 
 @pytest.fixture(autouse=True)
-def word_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(embed._CACHE, EMBEDDER, WordEmbedder())
+def words() -> Iterator[str]:
+    """Demo retrieval with the tiny bag-of-words embedder, so it runs without loading MiniLM."""
+    with word_embedder() as name:
+        yield name
 
 
 def _settings(fake: FakeOpenAI, **overrides: Any) -> Settings:
     overrides.setdefault("reoptimize", False)
-    return load_settings(model=f"openai-compatible:fake@{fake.base_url}", embedder=EMBEDDER, **overrides)
+    return load_settings(model=fake_spec(fake), embedder=WORDS_EMBEDDER, **overrides)
+
+
+class Local(NamedTuple):
+    settings: Settings
+    store: Store
+
+
+@pytest.fixture
+def local(fake_llm: FakeOpenAI) -> Iterator[Local]:
+    """Settings talking to the fake model and a Store on their database (closed afterwards)."""
+    settings = _settings(fake_llm)
+    store = Store.open(settings)
+    yield Local(settings, store)
+    store.close()
 
 
 def _client(url: str, token: str = "x") -> openai.OpenAI:
@@ -77,11 +74,10 @@ def _attempt_id(response_id: str) -> int:
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
 def test_openai_client_answers_and_the_exact_upstream_prompt_is_stored(
-    fake_llm: FakeOpenAI, streaming: bool
+    fake_llm: FakeOpenAI, local: Local, streaming: bool
 ) -> None:
     fake_llm.queue("Winston is your cat, a grey tabby who naps all day.")
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+    settings, store = local
     store.add_version(instructions="You are Timmy.")
     messages: list[Any] = [
         {"role": "system", "content": "Answer in English."},
@@ -124,12 +120,10 @@ def test_openai_client_answers_and_the_exact_upstream_prompt_is_stored(
     turn = store.turn(attempt.turn_id)
     assert turn.user_message == "What's my\ncat's name?"
     assert _conversation(store, turn.conversation_id) == ("proxy", ["What's my\ncat's name?"])
-    store.close()
 
 
-def test_models_list_programs_and_model_names_select_them(fake_llm: FakeOpenAI) -> None:
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+def test_models_list_programs_and_model_names_select_them(fake_llm: FakeOpenAI, local: Local) -> None:
+    settings, store = local
     store.create_program("timmy", instructions="You are Little Timmy.")
     with serve_app(create_app(settings)) as url:
         client = _client(url)
@@ -147,14 +141,11 @@ def test_models_list_programs_and_model_names_select_them(fake_llm: FakeOpenAI) 
             expected = "You are Little Timmy." if program == "timmy" else "You are a helpful assistant."
             assert fake_llm.last["messages"][0] == {"role": "system", "content": expected}
 
-        before = store.row_counts()
-        with pytest.raises(openai.NotFoundError, match="No program named 'nobody'"):
+        with rows_unchanged(store), pytest.raises(openai.NotFoundError, match="No program named 'nobody'"):
             client.chat.completions.create(
                 model="minetune/nobody", messages=[{"role": "user", "content": "hi"}]
             )
-        assert store.row_counts() == before
     assert program_for_model("minetune/") == "default" and program_for_model(None) == "default"
-    store.close()
 
 
 def test_plain_http_sse_stream_and_response_id_header(fake_llm: FakeOpenAI) -> None:
@@ -195,10 +186,11 @@ def _chat(client: openai.OpenAI, messages: list[Any], model: str = "minetune/def
     return reply.id, reply.choices[0].message.content or ""
 
 
-def test_feedback_in_band_praise_and_turns_continue_the_conversation(fake_llm: FakeOpenAI) -> None:
+def test_feedback_in_band_praise_and_turns_continue_the_conversation(
+    fake_llm: FakeOpenAI, local: Local
+) -> None:
     fake_llm.queue("A long answer about Winston the cat.", "Winston.", "Glad it helped!")
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+    settings, store = local
     with serve_app(create_app(settings)) as url:
         client = _client(url)
         history: list[Any] = [{"role": "user", "content": "What's my cat's name?"}]
@@ -241,12 +233,10 @@ def test_feedback_in_band_praise_and_turns_continue_the_conversation(fake_llm: F
         ["What's my cat's name?", "Shorter, please.", "Perfect, thanks!"],
     )
     assert store.stats()["captures"] == 1
-    store.close()
 
 
-def test_praise_of_an_explicitly_rated_answer_keeps_the_rating(fake_llm: FakeOpenAI) -> None:
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+def test_praise_of_an_explicitly_rated_answer_keeps_the_rating(fake_llm: FakeOpenAI, local: Local) -> None:
+    settings, store = local
     with serve_app(create_app(settings)) as url:
         client = _client(url)
         rid, text = _chat(client, [{"role": "user", "content": "hello"}])
@@ -264,12 +254,10 @@ def test_praise_of_an_explicitly_rated_answer_keeps_the_rating(fake_llm: FakeOpe
         ("explicit", 3, None),
         ("praise", None, "Nice one!"),
     ]
-    store.close()
 
 
-def test_quoting_a_deleted_answer_starts_a_new_conversation(fake_llm: FakeOpenAI) -> None:
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+def test_quoting_a_deleted_answer_starts_a_new_conversation(fake_llm: FakeOpenAI, local: Local) -> None:
+    settings, store = local
     with serve_app(create_app(settings)) as url:
         client = _client(url)
         rid, text = _chat(client, [{"role": "user", "content": "hello"}])
@@ -283,7 +271,6 @@ def test_quoting_a_deleted_answer_starts_a_new_conversation(fake_llm: FakeOpenAI
     turn = store.turn(store.attempt(_attempt_id(new_id)).turn_id)
     assert _conversation(store, turn.conversation_id) == ("proxy", ["Perfect!"])
     assert store.stats()["feedback"]["praise"] == 0
-    store.close()
 
 
 def _wait_for(condition: Any, what: str, limit: float = 30.0) -> None:
@@ -325,74 +312,69 @@ def _error(response: httpx.Response, status: int) -> str:
     return message
 
 
-def test_bad_input_is_a_clear_4xx_and_changes_nothing(fake_llm: FakeOpenAI) -> None:
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+def test_bad_input_is_a_clear_4xx_and_changes_nothing(fake_llm: FakeOpenAI, local: Local) -> None:
+    settings, store = local
     token = issue_token(store.db, "alice")
     auth = {"Authorization": f"Bearer {token}"}
     with serve_app(create_app(settings, require_auth=True)) as url:
         rid, _ = _chat(_client(url, token), [{"role": "user", "content": "hi"}])
-        before = store.row_counts()
-        chat, feedback = url + "/v1/chat/completions", url + "/v1/feedback"
+        with rows_unchanged(store):
+            chat, feedback = url + "/v1/chat/completions", url + "/v1/feedback"
 
-        def post(target: str, **kwargs: Any) -> httpx.Response:
-            return httpx.post(target, headers=auth | kwargs.pop("headers", {}), timeout=30, **kwargs)
+            def post(target: str, **kwargs: Any) -> httpx.Response:
+                return httpx.post(target, headers=auth | kwargs.pop("headers", {}), timeout=30, **kwargs)
 
-        json_headers = {"Content-Type": "application/json"}
-        assert "not valid JSON" in _error(post(chat, content=b'{"model": ', headers=json_headers), 400)
-        assert "not valid JSON" in _error(post(feedback, content=b"stars=5", headers=json_headers), 400)
-        assert "JSON object" in _error(post(feedback, json=[rid, 5]), 400)
-        for stars in (0, 6):
-            message = _error(post(feedback, json={"response_id": rid, "stars": stars}), 400)
-            assert "from 1 to 5" in message
-        assert "stars" in _error(post(feedback, json={"response_id": rid, "stars": "five"}), 422)
-        assert "Unknown response id 'mt-999999'" in _error(
-            post(feedback, json={"response_id": "mt-999999", "stars": 5}), 404
-        )
-        assert "Unknown response id 'chatcmpl-1'" in _error(
-            post(feedback, json={"response_id": "chatcmpl-1", "stars": 5}), 404
-        )
-        huge = {"model": "minetune/default", "messages": [{"role": "user", "content": "x" * 10_000_000}]}
-        assert "too large" in _error(post(chat, json=huge), 413)
-        long = {"messages": [{"role": "user", "content": "x" * 250_000}]}
-        assert "250,000 characters; the limit is 200,000" in _error(post(chat, json=long), 413)
-        ends_with_answer = {
-            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
-        }
-        assert "last message must be the user's" in _error(post(chat, json=ends_with_answer), 400)
-        image = {
-            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
-        }
-        assert "only text is supported" in _error(post(chat, json=image), 400)
-        assert "role" in _error(post(chat, json={"messages": [{"role": "tool", "content": "x"}]}), 422)
-        assert "messages" in _error(post(chat, json={"messages": []}), 422)
-        assert "Invalid token" in _error(
-            httpx.post(
-                chat,
-                json={"messages": [{"role": "user", "content": "hi"}]},
-                headers={"Authorization": "Bearer mt_wrong"},
-            ),
-            401,
-        )
-        with pytest.raises(openai.AuthenticationError):
-            _client(url, "mt_wrong").chat.completions.create(
-                model="minetune/default", messages=[{"role": "user", "content": "hi"}]
+            json_headers = {"Content-Type": "application/json"}
+            assert "not valid JSON" in _error(post(chat, content=b'{"model": ', headers=json_headers), 400)
+            assert "not valid JSON" in _error(post(feedback, content=b"stars=5", headers=json_headers), 400)
+            assert "JSON object" in _error(post(feedback, json=[rid, 5]), 400)
+            for stars in (0, 6):
+                message = _error(post(feedback, json={"response_id": rid, "stars": stars}), 400)
+                assert "from 1 to 5" in message
+            assert "stars" in _error(post(feedback, json={"response_id": rid, "stars": "five"}), 422)
+            assert "Unknown response id 'mt-999999'" in _error(
+                post(feedback, json={"response_id": "mt-999999", "stars": 5}), 404
             )
-        assert store.row_counts() == before
+            assert "Unknown response id 'chatcmpl-1'" in _error(
+                post(feedback, json={"response_id": "chatcmpl-1", "stars": 5}), 404
+            )
+            huge = {"model": "minetune/default", "messages": [{"role": "user", "content": "x" * 10_000_000}]}
+            assert "too large" in _error(post(chat, json=huge), 413)
+            long = {"messages": [{"role": "user", "content": "x" * 250_000}]}
+            assert "250,000 characters; the limit is 200,000" in _error(post(chat, json=long), 413)
+            ends_with_answer = {
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+            }
+            assert "last message must be the user's" in _error(post(chat, json=ends_with_answer), 400)
+            image = {
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+            }
+            assert "only text is supported" in _error(post(chat, json=image), 400)
+            assert "role" in _error(post(chat, json={"messages": [{"role": "tool", "content": "x"}]}), 422)
+            assert "messages" in _error(post(chat, json={"messages": []}), 422)
+            assert "Invalid token" in _error(
+                httpx.post(
+                    chat,
+                    json={"messages": [{"role": "user", "content": "hi"}]},
+                    headers={"Authorization": "Bearer mt_wrong"},
+                ),
+                401,
+            )
+            with pytest.raises(openai.AuthenticationError):
+                _client(url, "mt_wrong").chat.completions.create(
+                    model="minetune/default", messages=[{"role": "user", "content": "hi"}]
+                )
     assert len(fake_llm.requests) == 1  # nothing bad reached upstream
-    store.close()
 
 
 def test_upstream_errors_are_502_with_the_message_and_no_key(
-    fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    fake_llm: FakeOpenAI, local: Local, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MINETUNE_API_KEY", "sk-very-secret-key")
-    settings = _settings(fake_llm)
-    store = Store.open(settings)
+    settings, store = local
     store.programs()
-    before = store.row_counts()
     body = {"model": "minetune/default", "messages": [{"role": "user", "content": "hi"}]}
-    with serve_app(create_app(settings)) as url:
+    with rows_unchanged(store), serve_app(create_app(settings)) as url:
         for stream in (False, True):
             fake_llm.fail_next(500, "the GPU caught fire")
             message = _error(httpx.post(url + "/v1/chat/completions", json=body | {"stream": stream}), 502)
@@ -401,8 +383,6 @@ def test_upstream_errors_are_502_with_the_message_and_no_key(
         message = _error(httpx.post(url + "/v1/chat/completions", json=body), 502)
         assert "rejected the API key" in message and "sk-very-secret-key" not in message
     assert fake_llm.headers[-1]["authorization"] == "Bearer sk-very-secret-key"
-    assert store.row_counts() == before
-    store.close()
 
 
 class BreaksMidStream:
@@ -422,11 +402,10 @@ class BreaksMidStream:
 
 
 def test_a_stream_that_breaks_reports_the_error_and_stores_nothing(tmp_path: Any) -> None:
-    settings = load_settings(reoptimize=False, embedder=EMBEDDER)
+    settings = load_settings(reoptimize=False, embedder=WORDS_EMBEDDER)
     store = Store.open(settings)
     store.programs()
-    before = store.row_counts()
-    with serve_app(create_app(settings, model=BreaksMidStream())) as url:
+    with rows_unchanged(store), serve_app(create_app(settings, model=BreaksMidStream())) as url:
         stream = _client(url).chat.completions.create(
             model="minetune/default", messages=[{"role": "user", "content": "hi"}], stream=True
         )
@@ -435,7 +414,6 @@ def test_a_stream_that_breaks_reports_the_error_and_stores_nothing(tmp_path: Any
             for chunk in stream:
                 received.append(chunk.choices[0].delta.content or "")
     assert "".join(received) == "Half an ans"
-    assert store.row_counts() == before
     store.close()
 
 
@@ -454,20 +432,19 @@ def test_users_are_isolated(fake_llm: FakeOpenAI, database_url: str) -> None:
         with pytest.raises(openai.NotFoundError, match="No program named 'diary'"):
             _chat(bob_client, [{"role": "user", "content": "hi"}], "minetune/diary")
 
-        before = alice_store.row_counts()
-        foreign = httpx.post(
-            url + "/v1/feedback",
-            json={"response_id": rid, "stars": 1},
-            headers={"Authorization": f"Bearer {bob}"},
-        )
-        unknown_id = f"mt-{_attempt_id(rid) + 1000}"
-        unknown = httpx.post(
-            url + "/v1/feedback",
-            json={"response_id": unknown_id, "stars": 1},
-            headers={"Authorization": f"Bearer {bob}"},
-        )
-        assert _error(foreign, 404) == _error(unknown, 404).replace(unknown_id, rid)
-        assert alice_store.row_counts() == before
+        with rows_unchanged(alice_store):
+            foreign = httpx.post(
+                url + "/v1/feedback",
+                json={"response_id": rid, "stars": 1},
+                headers={"Authorization": f"Bearer {bob}"},
+            )
+            unknown_id = f"mt-{_attempt_id(rid) + 1000}"
+            unknown = httpx.post(
+                url + "/v1/feedback",
+                json={"response_id": unknown_id, "stars": 1},
+                headers={"Authorization": f"Bearer {bob}"},
+            )
+            assert _error(foreign, 404) == _error(unknown, 404).replace(unknown_id, rid)
 
         # Bob quoting Alice's answer (and praising it) neither continues nor rates her conversation.
         bob_id, _ = _chat(

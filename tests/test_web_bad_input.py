@@ -12,7 +12,8 @@ from fakes import FakeOpenAI
 from minetune.loop import MAX_MESSAGE_CHARS
 from minetune.review import MAX_EDIT_CHARS
 from minetune.server.chat import MAX_CRITIQUE_CHARS
-from webchat import Served, done, error, ndjson, served, web_settings
+from webchat import done, ndjson, web_settings
+from webusers import Served, error, served
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 
 from fakes import FakeOpenAI
 from minetune.learn.reoptimize import Learner
-from webchat import done, error, ndjson, served, web_settings, word_embedder
+from webchat import done, ndjson, web_settings, word_embedder
+from webusers import error, rows_unchanged, served
 
 
 def test_an_answer_streams_in_pieces_and_is_stored(database_url: str, fake_llm: FakeOpenAI) -> None:
@@ -47,7 +48,9 @@ def test_an_answer_streams_in_pieces_and_is_stored(database_url: str, fake_llm: 
         page = web.client.get(f"/?c={result['conversation_id']}", headers={"Accept": "text/html"})
         assert page.status_code == 200 and 'src="/static/chat.js"' in page.text
         assert "How long do cats sleep?" in page.text  # in the conversation list
-        assert web.client.get("/static/chat.js").status_code == 200
+        assert 'src="/static/api.js"' in page.text  # chat.js uses its helpers, so it comes first
+        assert page.text.index("/static/api.js") < page.text.index("/static/chat.js")
+        assert all(web.client.get(f"/static/{js}").status_code == 200 for js in ("api.js", "chat.js"))
 
 
 def test_rate_with_critique_then_retry_folds_it_in_then_five_stars(fake_llm: FakeOpenAI) -> None:
@@ -181,17 +184,16 @@ def test_the_retry_limit_is_a_clear_error_and_stores_nothing(fake_llm: FakeOpenA
     with served(web_settings(fake_llm, retry_limit=2)) as web:
         first = done(ndjson(web.client, "/api/chat", {"message": "Tell me a joke"}))
         second = done(ndjson(web.client, f"/api/attempts/{first['attempt_id']}/retry", {}))
-        before = web.store.row_counts()
-        refused = web.client.post(f"/api/attempts/{second['attempt_id']}/retry", json={"critique": "funnier"})
+        retry = f"/api/attempts/{second['attempt_id']}/retry"
+        with rows_unchanged(web.store):
+            refused = web.client.post(retry, json={"critique": "funnier"})
         assert refused.status_code == 400 and "retry limit" in error(refused)
-        assert web.store.row_counts() == before
 
 
 def test_a_model_failure_mid_request_is_reported_and_stores_nothing(fake_llm: FakeOpenAI) -> None:
     with served(web_settings(fake_llm)) as web:
         web.store.program()  # the default program exists (it is created on first use)
-        before = web.store.row_counts()
         fake_llm.fail_next(500, "upstream exploded")
-        refused = web.client.post("/api/chat", json={"message": "hello"})
+        with rows_unchanged(web.store):
+            refused = web.client.post("/api/chat", json={"message": "hello"})
         assert refused.status_code == 502 and error(refused)
-        assert web.store.row_counts() == before

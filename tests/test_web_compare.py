@@ -16,11 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from fakes import FakeOpenAI
 from minetune.config import load_settings
 from minetune.learn import abtest
-from minetune.models import resolve_model
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store import comparisons as comparisons_db
-from webusers import TwoUsers, error, two_users
+from webusers import TwoUsers, error, rows_unchanged, two_users
 
 FRENCH = "Bonjour, je suis là."
 ENGLISH = "Hello, I am here."
@@ -35,9 +34,7 @@ def reply_by_rules(body: dict[str, Any]) -> str:
 @pytest.fixture
 def web(fake_llm: FakeOpenAI) -> Iterator[TwoUsers]:
     fake_llm.responder = reply_by_rules
-    settings = load_settings(reoptimize=False)
-    model = resolve_model(settings, f"openai-compatible:fake@{fake_llm.base_url}")
-    with two_users(settings, model=model) as users:
+    with two_users(fake=fake_llm) as users:
         users.store_a.change_lessons("default", add=[{"text": "Answer in French."}], note="french")
         yield users
 
@@ -212,7 +209,6 @@ def test_prompt_only_vs_adapter_is_offered_only_with_an_adapter(web: TwoUsers, t
 def test_bad_input_is_a_clear_4xx_and_stores_nothing(web: TwoUsers) -> None:
     web.store_a.create_program("other")
     other_turn = past_turn(web.store_a, "A message of another program.", "other")
-    before = web.store_a.row_counts()
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"first": 1, "second": 2, "prompt": "   "}, 400, "The prompt is empty."),
         ({"first": 1, "second": 2, "prompt": "x" * 200_001}, 400, "the limit is 200,000"),
@@ -226,18 +222,18 @@ def test_bad_input_is_a_clear_4xx_and_stores_nothing(web: TwoUsers) -> None:
         ({"first": 1, "second": 2, "turn_id": other_turn}, 404, f"has no turn {other_turn}"),
         ({"first": 1, "second": 2, "prompt": "Hi", "program": "nope"}, 404, "No program named 'nope'"),
     ]
-    for data, status, message in cases:
-        response = web.a.post("/compare", data=data)
-        assert response.status_code == status, (data, response.text[:300])
-        assert message in error(response), (data, error(response))
-    for path, data, status in [
-        ("/compare/1/pick", {"choice": "a"}, 404),
-        ("/compare/0/pick", {"choice": "a"}, 422),
-        ("/compare/abc/pick", {"choice": "a"}, 422),
-    ]:
-        assert web.a.post(path, data=data).status_code == status, path
-    assert web.a.get("/compare/1").status_code == 404
-    assert web.store_a.row_counts() == before
+    with rows_unchanged(web.store_a):
+        for data, status, message in cases:
+            response = web.a.post("/compare", data=data)
+            assert response.status_code == status, (data, response.text[:300])
+            assert message in error(response), (data, error(response))
+        for path, data, status in [
+            ("/compare/1/pick", {"choice": "a"}, 404),
+            ("/compare/0/pick", {"choice": "a"}, 422),
+            ("/compare/abc/pick", {"choice": "a"}, 422),
+        ]:
+            assert web.a.post(path, data=data).status_code == status, path
+        assert web.a.get("/compare/1").status_code == 404
 
     created = web.a.post("/compare", data={"first": 1, "second": 2, "prompt": "Hi"}).json()
     for choice in ("c", ""):
@@ -251,18 +247,18 @@ def test_another_user_never_sees_or_decides_my_comparisons(web: TwoUsers) -> Non
     decided = web.a.post("/compare", data={"first": 1, "second": 2, "prompt": "Alice's other prompt"}).json()
     web.a.post(f"/compare/{decided['id']}/pick", data={"choice": "tie"})
     web.store_b.program()  # bob's implicit default program exists before the snapshot
-    before = web.store_a.row_counts()
 
-    for comparison in (mine, decided):
-        response = web.b.get(comparison["url"])
-        assert response.status_code == 404 and f"No comparison with id {comparison['id']}" in error(response)
-        assert web.b.post(f"{comparison['url']}/pick", data={"choice": "a"}).status_code == 404
-    # Alice's turn as bob's prompt, in bob's program: not found, nothing generated.
-    stolen = web.b.post("/compare", data={"first": 1, "second": 2, "turn_id": turn_id})
-    assert stolen.status_code == 404
-    bob_page = web.b.get("/compare").text
-    assert "Alice" not in bob_page and 'id="win-rates"' not in bob_page
-    assert web.store_a.row_counts() == before
+    with rows_unchanged(web.store_a):
+        for comparison in (mine, decided):
+            response = web.b.get(comparison["url"])
+            assert response.status_code == 404
+            assert f"No comparison with id {comparison['id']}" in error(response)
+            assert web.b.post(f"{comparison['url']}/pick", data={"choice": "a"}).status_code == 404
+        # Alice's turn as bob's prompt, in bob's program: not found, nothing generated.
+        stolen = web.b.post("/compare", data={"first": 1, "second": 2, "turn_id": turn_id})
+        assert stolen.status_code == 404
+        bob_page = web.b.get("/compare").text
+        assert "Alice" not in bob_page and 'id="win-rates"' not in bob_page
     assert comparisons_db.get_comparison(web.store_a, mine["id"]).winner is None
     assert comparisons_db.get_comparison(web.store_a, decided["id"]).winner == "tie"
     assert web.anonymous.get("/compare").status_code == 401

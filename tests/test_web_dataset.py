@@ -12,7 +12,8 @@ from minetune.learn.reoptimize import Learner
 from minetune.store import Store
 from minetune.store.browse import USER_EDIT_MODEL, add_user_edit
 from minetune.train.datasets import build_examples, eligibility_report
-from webchat import error, seed, served, web_settings, word_embedder
+from webchat import seed, web_settings, word_embedder
+from webusers import error, served
 
 HTML = {"Accept": "text/html"}
 

@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 
 from fakes import FakeOpenAI
-from minetune.config import load_settings
-from minetune.models import resolve_model
 from minetune.store import browse
-from webchat import done, fake_spec, ndjson
+from webchat import done, ndjson
 from webusers import TwoUsers, error, two_users
 
 
@@ -34,16 +32,14 @@ def snapshot(web: TwoUsers) -> Any:
 
 @pytest.fixture
 def fake_web(fake_llm: FakeOpenAI) -> Any:
-    settings = load_settings(reoptimize=False)
-    with two_users(settings, model=resolve_model(settings, fake_spec(fake_llm))) as web:
+    with two_users(fake=fake_llm) as web:
         yield web
 
 
 def test_one_user_can_never_read_or_change_anothers_chat_data(
     database_url: str, fake_llm: FakeOpenAI
 ) -> None:
-    settings = load_settings(reoptimize=False)
-    with two_users(settings, model=resolve_model(settings, fake_spec(fake_llm))) as web:
+    with two_users(fake=fake_llm) as web:
         fake_llm.queue("Alice's secret answer.")
         first = done(ndjson(web.a, "/api/chat", {"message": "alice's private question"}))
         conv, attempt, turn = first["conversation_id"], first["attempt_id"], first["turn"]["id"]

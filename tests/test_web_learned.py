@@ -7,13 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from minetune.config import load_settings
-from webusers import TwoUsers, error, two_users
+from webusers import TwoUsers, error, rows_unchanged, two_users
 
 
 @pytest.fixture
 def web() -> Iterator[TwoUsers]:
-    with two_users(load_settings(reoptimize=False)) as users:
+    with two_users() as users:
         yield users
 
 
@@ -22,7 +21,7 @@ def active_rules(web: TwoUsers, program: str = "default") -> list[str]:
 
 
 def test_rules_add_edit_retire_each_make_a_version(database_url: str) -> None:
-    with two_users(load_settings(reoptimize=False)) as web:
+    with two_users() as web:
         added = web.a.post("/rules/add", data={"text": "  Answer in British English.  "})
         assert added.status_code == 200, added.text
         assert added.json()["version"] == 2 and added.json()["redirect"] == "/rules?program=default"
@@ -64,7 +63,6 @@ def test_bad_rule_input_is_a_clear_4xx_and_changes_nothing(web: TwoUsers) -> Non
     rule_id = web.a.post("/rules/add", data={"text": "Be brief."}).json()["rule"]
     other = web.a.post("/rules/add", data={"text": "Use metric units."}).json()["rule"]
     web.a.post(f"/rules/{other}/retire", data={})
-    before = web.store_a.row_counts()
     cases = [
         ("/rules/add", {"text": "   "}, 400, "The rule is empty."),
         ("/rules/add", {"text": "x" * 1001}, 400, "the limit is 1,000"),
@@ -80,11 +78,11 @@ def test_bad_rule_input_is_a_clear_4xx_and_changes_nothing(web: TwoUsers) -> Non
         ("/rules/0/edit", {"text": "x"}, 422, "greater than or equal to 1"),
         (f"/rules/{10**20}/retire", {}, 422, "lesson_id"),
     ]
-    for path, data, status, message in cases:
-        response = web.a.post(path, data=data)
-        assert response.status_code == status, (path, data, response.text)
-        assert message in error(response), (path, error(response))
-    assert web.store_a.row_counts() == before
+    with rows_unchanged(web.store_a):
+        for path, data, status, message in cases:
+            response = web.a.post(path, data=data)
+            assert response.status_code == status, (path, data, response.text)
+            assert message in error(response), (path, error(response))
     assert active_rules(web) == ["Be brief."]
 
 
@@ -120,25 +118,26 @@ def test_diff_activate_and_roll_back(web: TwoUsers) -> None:
 
 def test_bad_version_numbers_are_4xx_and_change_nothing(web: TwoUsers) -> None:
     web.a.post("/rules/add", data={"text": "Be brief."})
-    before = (web.store_a.row_counts(), web.store_a.active_version().number)
-    for path, status in [
-        ("/versions/9/activate", 404),
-        ("/versions/0/activate", 422),
-        ("/versions/-1/activate", 422),
-        ("/versions/two/activate", 422),
-        (f"/versions/{2**31}/activate", 422),
-    ]:
-        response = web.a.post(path, data={})
-        assert response.status_code == status, (path, response.text)
-    assert "has no version 9" in error(web.a.post("/versions/9/activate", data={}))
-    for params, status in [
-        ({"old": 1, "new": 9}, 404),
-        ({"old": "x", "new": 1}, 422),
-        ({"old": 1}, 422),
-        ({"old": 1, "new": 2, "program": "nope"}, 404),
-    ]:
-        assert web.a.get("/versions/diff", params=params).status_code == status, params
-    assert (web.store_a.row_counts(), web.store_a.active_version().number) == before
+    active = web.store_a.active_version().number
+    with rows_unchanged(web.store_a):
+        for path, status in [
+            ("/versions/9/activate", 404),
+            ("/versions/0/activate", 422),
+            ("/versions/-1/activate", 422),
+            ("/versions/two/activate", 422),
+            (f"/versions/{2**31}/activate", 422),
+        ]:
+            response = web.a.post(path, data={})
+            assert response.status_code == status, (path, response.text)
+        assert "has no version 9" in error(web.a.post("/versions/9/activate", data={}))
+        for params, status in [
+            ({"old": 1, "new": 9}, 404),
+            ({"old": "x", "new": 1}, 422),
+            ({"old": 1}, 422),
+            ({"old": 1, "new": 2, "program": "nope"}, 404),
+        ]:
+            assert web.a.get("/versions/diff", params=params).status_code == status, params
+    assert web.store_a.active_version().number == active
 
 
 def test_another_user_can_never_read_or_change_my_rules_and_versions(web: TwoUsers) -> None:

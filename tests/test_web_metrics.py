@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from minetune.progress import bucket
 from minetune.server.charts import bar_chart, line_chart
-from webchat import seed, served, web_settings
+from webchat import seed, web_settings
+from webusers import served
 
 HTML = {"Accept": "text/html"}
 

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from fake_finetune import FakeFineTune
-from minetune.config import load_settings
-from minetune.server.losschart import curve_series, line_chart_svg
+from minetune.server.charts import curve_series, loss_chart
 from minetune.store import training as jobs_db
 from test_datasets import chain_turns
 from test_train import seed_program
-from webusers import TwoUsers, error, two_users
+from test_web_metrics import chart_points
+from webusers import TwoUsers, error, rows_unchanged, two_users
 
 BASE = "gpt-4.1-mini-2025-04-14"
 
@@ -34,7 +34,7 @@ def ft(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFineTune]:
 
 @pytest.fixture
 def web() -> Iterator[TwoUsers]:
-    with two_users(load_settings(reoptimize=False)) as users:
+    with two_users() as users:
         yield users
 
 
@@ -60,23 +60,16 @@ def test_too_few_examples_no_base_model_and_bad_settings_are_clear_4xx(
 ) -> None:
     web.store_a.create_program("small", "You help.", "hf:./nowhere")
     chain_turns(web.store_a, "small", 3)
-    before = web.store_a.row_counts()
-
-    few = web.a.post("/training/local", data={"program": "small", "method": "sft"})
-    assert few.status_code == 400
-    assert error(few).startswith("Too few SFT examples to train on: 3, at least 10 needed.")
-    hosted = web.a.post("/training/hosted", data={"program": "small", "method": "sft", "model": BASE})
-    assert hosted.status_code == 400 and "Not enough data for hosted SFT fine-tuning" in error(hosted)
-    assert ft.uploads == [] and ft.create_bodies == []
+    with rows_unchanged(web.store_a):
+        few = web.a.post("/training/local", data={"program": "small", "method": "sft"})
+        assert few.status_code == 400
+        assert error(few).startswith("Too few SFT examples to train on: 3, at least 10 needed.")
+        hosted = web.a.post("/training/hosted", data={"program": "small", "method": "sft", "model": BASE})
+        assert hosted.status_code == 400 and "Not enough data for hosted SFT fine-tuning" in error(hosted)
+        assert ft.uploads == [] and ft.create_bodies == []
 
     # Enough examples, but the program has no model spec and no MINETUNE_MODEL is set.
     chain_turns(web.store_a, "default", 12)
-    before = web.store_a.row_counts()
-    no_base = web.a.post("/training/local", data={"method": "sft"})
-    assert no_base.status_code == 400 and error(no_base).startswith("No base model to train on")
-    missing = web.a.post("/training/local", data={"method": "sft", "base": "hf:./no/such/dir"})
-    assert missing.status_code == 400 and "no such directory" in error(missing)
-
     cases: list[tuple[str, dict[str, Any], int, str]] = [
         ("/training/local", {"method": "xyz"}, 422, "method"),
         ("/training/local", {"steps": "0"}, 422, "steps"),
@@ -91,11 +84,16 @@ def test_too_few_examples_no_base_model_and_bad_settings_are_clear_4xx(
         ("/training/hosted", {"method": "sft", "model": "  "}, 400, "Name the base model"),
         ("/training/hosted", {"method": "kto", "model": BASE}, 422, "method"),
     ]
-    for path, data, status, message in cases:
-        response = web.a.post(path, data=data)
-        assert response.status_code == status, (data, response.text)
-        assert message in error(response), (data, error(response))
-    assert web.store_a.row_counts() == before and jobs_db.list_jobs(web.store_a) == []
+    with rows_unchanged(web.store_a):
+        no_base = web.a.post("/training/local", data={"method": "sft"})
+        assert no_base.status_code == 400 and error(no_base).startswith("No base model to train on")
+        missing = web.a.post("/training/local", data={"method": "sft", "base": "hf:./no/such/dir"})
+        assert missing.status_code == 400 and "no such directory" in error(missing)
+        for path, data, status, message in cases:
+            response = web.a.post(path, data=data)
+            assert response.status_code == status, (data, response.text)
+            assert message in error(response), (data, error(response))
+    assert jobs_db.list_jobs(web.store_a) == []
     page = web.a.get("/training").text
     assert "No base model to train on" in page and "No training jobs for default yet." in page
 
@@ -265,6 +263,12 @@ def test_loss_chart_draws_each_series_and_escapes_text() -> None:
     points = [{"step": 1, "train_loss": 2.0, "valid_loss": 2.5}, {"step": 2, "train_loss": 1.0}, {"bad": 1}]
     series = curve_series(points)
     assert series == {"train loss": [(1.0, 2.0), (2.0, 1.0)], "validation loss": [(1.0, 2.5)]}
-    svg = line_chart_svg(series, title="<job>")
+    svg = str(loss_chart("loss", "<job>", points))
     assert svg.count("<polyline") == 2 and "&lt;job&gt;" in svg and "<job>" not in svg
-    assert "No loss values yet." in line_chart_svg({})
+    assert 'data-series="validation loss"' in svg
+    assert chart_points(svg, "loss") == [
+        {"series": "train loss", "x": 1.0, "value": 2.0},
+        {"series": "train loss", "x": 2.0, "value": 1.0},
+        {"series": "validation loss", "x": 1.0, "value": 2.5},
+    ]
+    assert "No loss values yet." in loss_chart("loss", "Loss", [])

@@ -1,5 +1,6 @@
-"""Helpers for the chat, dataset and metrics web tests: a served single-user app, NDJSON reading,
-and a tiny deterministic embedder so demo tests do not load MiniLM."""
+"""Helpers for the chat, dataset and metrics web tests: settings with a fake model, NDJSON reading,
+seeded turns, and a tiny deterministic embedder so demo tests do not load MiniLM (the served apps
+are in ``webusers``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import re
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,11 +18,8 @@ from fakes import FakeOpenAI
 from minetune.config import Settings, load_settings
 from minetune.learn import embed
 from minetune.program import render_messages
-from minetune.server.app import create_app
 from minetune.store import Store
-from serverutil import serve_app
 
-JSON = {"Accept": "application/json"}
 WORDS_EMBEDDER = "test-words"
 
 
@@ -38,25 +35,6 @@ def web_settings(fake: FakeOpenAI | None, **overrides: Any) -> Settings:
     return load_settings(**overrides)
 
 
-@dataclass
-class Served:
-    client: httpx.Client
-    store: Store
-    base_url: str
-
-
-@contextmanager
-def served(settings: Settings) -> Iterator[Served]:
-    """The app for the single local user (no auth) on loopback, and a Store on the same database."""
-    store = Store.open(settings)
-    app = create_app(settings)
-    try:
-        with serve_app(app) as url, httpx.Client(base_url=url, headers=JSON, timeout=60) as client:
-            yield Served(client, store, url)
-    finally:
-        store.close()
-
-
 def ndjson(client: httpx.Client, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     """POST and read an NDJSON stream to the end; fails on a non-200 status."""
     with client.stream("POST", path, json=body) as response:
@@ -70,10 +48,6 @@ def ndjson(client: httpx.Client, path: str, body: dict[str, Any]) -> list[dict[s
 def done(events: list[dict[str, Any]]) -> dict[str, Any]:
     assert events[-1]["type"] == "done", events[-1]
     return events[-1]
-
-
-def error(response: httpx.Response) -> str:
-    return str(response.json()["error"]["message"])
 
 
 class WordEmbedder:

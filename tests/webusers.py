@@ -1,4 +1,5 @@
-"""Two users with tokens talking to a real minetune server on loopback (for web isolation tests)."""
+"""A real minetune server on loopback for the web tests: for the single local user (:func:`served`)
+or for two users with tokens (:func:`two_users`), with clients that ask for JSON."""
 
 from __future__ import annotations
 
@@ -9,14 +10,54 @@ from typing import Any
 
 import httpx
 
+from fakes import FakeOpenAI
 from minetune.config import Settings
-from minetune.models.base import ChatModel
+from minetune.models import resolve_model
 from minetune.server.app import create_app
 from minetune.store import Store
 from minetune.store.users import issue_token
 from serverutil import serve_app
+from webchat import fake_spec, web_settings
 
 JSON = {"Accept": "application/json"}
+
+
+def client(url: str, token: str | None = None) -> httpx.Client:
+    """An HTTP client for the server at ``url`` that asks for JSON (as ``token``'s user if given)."""
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url, headers=JSON | auth, timeout=60)
+
+
+def error(response: httpx.Response) -> str:
+    """The message of an error response (the OpenAI error shape)."""
+    return str(response.json()["error"]["message"])
+
+
+@contextmanager
+def rows_unchanged(store: Store) -> Iterator[None]:
+    """Assert that no table gained or lost a row within the block."""
+    before = store.row_counts()
+    yield
+    assert store.row_counts() == before
+
+
+@dataclass
+class Served:
+    client: httpx.Client
+    store: Store
+    base_url: str
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[Served]:
+    """The app for the single local user (no auth) on loopback, and a Store on the same database."""
+    store = Store.open(settings)
+    app = create_app(settings)
+    try:
+        with serve_app(app) as url, client(url) as http:
+            yield Served(http, store, url)
+    finally:
+        store.close()
 
 
 @dataclass
@@ -34,26 +75,20 @@ class TwoUsers:
 
 
 @contextmanager
-def two_users(settings: Settings, model: ChatModel | None = None) -> Iterator[TwoUsers]:
-    """Serve the app with authentication on, for users alice and bob."""
+def two_users(settings: Settings | None = None, fake: FakeOpenAI | None = None) -> Iterator[TwoUsers]:
+    """Serve the app with authentication on, for users alice and bob. ``settings`` default to
+    re-optimization off; with ``fake``, every program's answers come from it."""
+    settings = settings or web_settings(None)
+    model = resolve_model(settings, fake_spec(fake)) if fake is not None else None
     store_a = Store.open(settings, "alice")
     store_b = Store(store_a.db, "bob")
     token_a, token_b = issue_token(store_a.db, "alice"), issue_token(store_a.db, "bob")
     app = create_app(settings, require_auth=True, model=model)
     with serve_app(app) as url:
-        clients = [
-            httpx.Client(base_url=url, headers=JSON | {"Authorization": f"Bearer {token}"}, timeout=60)
-            for token in (token_a, token_b)
-        ]
-        anonymous = httpx.Client(base_url=url, headers=JSON, timeout=60)
+        a, b, anonymous = client(url, token_a), client(url, token_b), client(url)
         try:
-            yield TwoUsers(url, clients[0], clients[1], anonymous, store_a, store_b, app)
+            yield TwoUsers(url, a, b, anonymous, store_a, store_b, app)
         finally:
-            for client in [*clients, anonymous]:
-                client.close()
+            for http in (a, b, anonymous):
+                http.close()
             store_a.close()
-
-
-def error(response: httpx.Response) -> str:
-    """The message of an error response (the OpenAI error shape)."""
-    return str(response.json()["error"]["message"])

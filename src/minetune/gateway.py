@@ -240,15 +240,7 @@ class Gateway:
         start = time.perf_counter()
         completion = model.complete(prepared.messages, **self._sampling(temperature, max_tokens))
         latency = (time.perf_counter() - start) * 1000
-        ids = record_exchange(
-            store,
-            prepared.version.program_id,
-            prepared.conversation_id,
-            prepared.user_message,
-            title=prepared.title,
-            source=SOURCE,
-            **_attempt_fields(prepared, model.spec, completion, latency),
-        )
+        ids = _record(store, prepared, model.spec, completion, latency)
         Learner(store, self.settings, prepared.program).remember_embedding(ids.turn_id, prepared.embedding)
         answer = _answer(ids, model.spec, completion, latency)
         self.remember(store, prepared.version.program_id, answer)
@@ -268,15 +260,7 @@ class Gateway:
         start = time.perf_counter()
         upstream = model.stream(prepared.messages, **self._sampling(temperature, max_tokens))
         pending = Completion(text="", model=model.spec)
-        ids = record_exchange(
-            store,
-            prepared.version.program_id,
-            prepared.conversation_id,
-            prepared.user_message,
-            title=prepared.title,
-            source=SOURCE,
-            **_attempt_fields(prepared, model.spec, pending, 0.0),
-        )
+        ids = _record(store, prepared, model.spec, pending, 0.0)
         return AnswerStream(self, store, prepared, ids, upstream, model.spec, start)
 
     def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
@@ -416,6 +400,21 @@ def _merge_system(program_prompt: str, client: list[Message]) -> list[Message]:
     system = "\n\n".join(p for p in parts if p.strip())
     head: list[Message] = [{"role": "system", "content": system}] if system else []
     return head + client[lead:]
+
+
+def _record(
+    store: Store, prepared: Prepared, model_spec: str, completion: Completion, latency: float
+) -> ExchangeIds:
+    """Store the exchange (its conversation and turn as needed) with ``completion`` as the attempt."""
+    return record_exchange(
+        store,
+        prepared.version.program_id,
+        prepared.conversation_id,
+        prepared.user_message,
+        title=prepared.title,
+        source=SOURCE,
+        **_attempt_fields(prepared, model_spec, completion, latency),
+    )
 
 
 def _attempt_fields(

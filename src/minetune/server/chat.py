@@ -27,8 +27,7 @@ from minetune.errors import MinetuneError, ModelError, NotFoundError
 from minetune.loop import MAX_MESSAGE_CHARS, DeltaCallback, Session
 from minetune.server.auth import current_user
 from minetune.server.state import ServerState
-from minetune.server.templating import render
-from minetune.server.webutil import not_found_as_404, server_state, user_store
+from minetune.server.webutil import not_found_as_404, program_page, server_state, user_store
 from minetune.store import DEFAULT_PROGRAM, Store, browse
 
 router = APIRouter()
@@ -75,7 +74,7 @@ def _session(state: ServerState, store: Store, program: str, need_model: bool = 
     spec = store.active_version(program).model_spec  # an unknown program is a NotFoundError (404)
     model = None
     try:
-        model = state.model(spec)
+        model = state.model(spec, store, program)
     except MinetuneError as exc:
         if need_model:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
@@ -204,12 +203,12 @@ def chat_page(
         if c is not None and browse.conversation_program(store, c) != program:
             raise NotFoundError(f"Program {program!r} has no conversation {c}.")
     spec, problem = model_status(state, store, program)
-    return render(
+    return program_page(
         request,
         "chat.html",
-        user=user,
-        programs=[p.name for p in store.programs()],
-        program=program,
+        store,
+        user,
+        program,
         conversation_id=c,
         conversations=browse.conversations(store, program),
         model_spec=spec,

@@ -5,35 +5,35 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from minetune.learn import abtest
 from minetune.loop import MAX_MESSAGE_CHARS
 from minetune.server.auth import current_user
-from minetune.server.pagehelp import (
-    MAX_PROGRAM_NAME,
+from minetune.server.templating import render
+from minetune.server.webutil import (
+    MAX_ID,
+    PathId,
+    ProgramForm,
+    ProgramQuery,
     bad_request,
-    checked_program,
     checked_text,
     done,
-    found,
+    not_found_as_404,
     page_url,
+    program_page,
     server_state,
+    user_program,
     user_store,
 )
-from minetune.server.templating import render
 from minetune.store import comparisons as comparisons_db
 
 router = APIRouter()
 
-MAX_ID = 2**31 - 1
 RECENT_PROMPTS = 20
 HISTORY_ROWS = 30
 
-ProgramQuery = Annotated[str, Query(max_length=MAX_PROGRAM_NAME)]
-ProgramForm = Annotated[str, Form(max_length=MAX_PROGRAM_NAME)]
-ComparisonId = Annotated[int, Path(ge=1, le=MAX_ID)]
 OptionalNumber = Annotated[int | None, Form(ge=1, le=MAX_ID)]
 
 
@@ -41,18 +41,17 @@ OptionalNumber = Annotated[int | None, Form(ge=1, le=MAX_ID)]
 def compare_page(
     request: Request, program: ProgramQuery = "default", user: str = Depends(current_user)
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     versions = store.versions(program)
     active = store.active_version(program)
     parent = next((v for v in versions if v.id == active.parent_id), None)
     rows = comparisons_db.list_comparisons(store, program)
-    return render(
+    return program_page(
         request,
         "compare.html",
-        user=user,
-        program=program,
-        programs=[p.name for p in store.programs()],
+        store,
+        user,
+        program,
         versions=list(reversed(versions)),
         first=active.number,
         second=(parent or versions[0]).number,
@@ -78,9 +77,8 @@ def start_comparison(
     """Answer the prompt with both arms (on this worker thread, off the event loop) and store an
     undecided comparison. The reply names no arm."""
     state = server_state(request)
-    store = user_store(request, user)
-    program = checked_program(store, program)
-    with found():
+    store, program = user_program(request, user, program)
+    with not_found_as_404():
         if turn_id is not None:
             text = comparisons_db.turn_message(store, program, turn_id)
         else:
@@ -97,11 +95,9 @@ def start_comparison(
 
 
 @router.get("/compare/{comparison_id}", response_class=HTMLResponse)
-def comparison_page(
-    request: Request, comparison_id: ComparisonId, user: str = Depends(current_user)
-) -> Response:
+def comparison_page(request: Request, comparison_id: PathId, user: str = Depends(current_user)) -> Response:
     store = user_store(request, user)
-    with found():
+    with not_found_as_404():
         row = comparisons_db.get_comparison(store, comparison_id)
         program = comparisons_db.comparison_program(store, comparison_id)
     matchup = None
@@ -115,12 +111,12 @@ def comparison_page(
 @router.post("/compare/{comparison_id}/pick")
 def pick(
     request: Request,
-    comparison_id: ComparisonId,
+    comparison_id: PathId,
     choice: Annotated[Literal["a", "b", "tie"], Form()],
     user: str = Depends(current_user),
 ) -> Response:
     store = user_store(request, user)
-    with found():
+    with not_found_as_404():
         before = comparisons_db.get_comparison(store, comparison_id)
     if before.winner is not None:
         raise bad_request(f"Comparison {comparison_id} is already decided.", status=409)

@@ -4,8 +4,8 @@ training (and bringing it back), and forgetting a turn (as ``minetune forget`` d
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
@@ -14,8 +14,7 @@ from pydantic import BaseModel
 from minetune import review
 from minetune.learn.reoptimize import Learner
 from minetune.server.auth import current_user
-from minetune.server.templating import render
-from minetune.server.webutil import not_found_as_404, server_state, user_store
+from minetune.server.webutil import not_found_as_404, program_page, server_state, user_store
 from minetune.store import DEFAULT_PROGRAM, browse
 
 router = APIRouter()
@@ -29,51 +28,56 @@ class ExcludeBody(BaseModel):
     excluded: bool = True
 
 
-def _filtered(
-    request: Request, user: str, program: str, stars: str | None, min_stars: str | None, max_stars: str | None
-) -> tuple[tuple[int | None, int | None], list[review.TurnView]]:
-    store = user_store(request, user)
-    low, high = review.star_range(stars, min_stars, max_stars)
-    with not_found_as_404():
-        return (low, high), review.dataset(store, program, low, high)
+@dataclass
+class Filtered:
+    """The turns of ``program`` whose stars are within ``low``..``high`` (None: no bound)."""
+
+    program: str
+    low: int | None
+    high: int | None
+    exact: bool  # one star count was asked for (``stars=``) rather than a range
+    turns: list[review.TurnView]
 
 
-@router.get("/dataset", response_class=HTMLResponse)
-def dataset_page(
+def filtered_turns(
     request: Request,
     program: str = DEFAULT_PROGRAM,
     stars: str | None = None,
     min_stars: str | None = None,
     max_stars: str | None = None,
     user: str = Depends(current_user),
-) -> HTMLResponse:
-    (low, high), turns = _filtered(request, user, program, stars, min_stars, max_stars)
+) -> Filtered:
+    """The dataset's query (a program and a star filter) and the turns it selects."""
     store = user_store(request, user)
-    exact = low if stars and stars.strip() else None
-    return render(
+    low, high = review.star_range(stars, min_stars, max_stars)
+    with not_found_as_404():
+        turns = review.dataset(store, program, low, high)
+    return Filtered(program, low, high, bool(stars and stars.strip()), turns)
+
+
+DatasetQuery = Annotated[Filtered, Depends(filtered_turns)]
+
+
+@router.get("/dataset", response_class=HTMLResponse)
+def dataset_page(request: Request, view: DatasetQuery, user: str = Depends(current_user)) -> HTMLResponse:
+    exact = view.low if view.exact else None
+    return program_page(
         request,
         "dataset.html",
-        user=user,
-        programs=[p.name for p in store.programs()],
-        program=program,
-        turns=turns,
+        user_store(request, user),
+        user,
+        view.program,
+        turns=view.turns,
         stars=exact,
-        min_stars=None if exact else low,
-        max_stars=None if exact else high,
+        min_stars=None if exact else view.low,
+        max_stars=None if exact else view.high,
     )
 
 
 @router.get("/api/dataset")
-def dataset_json(
-    request: Request,
-    program: str = DEFAULT_PROGRAM,
-    stars: str | None = None,
-    min_stars: str | None = None,
-    max_stars: str | None = None,
-    user: str = Depends(current_user),
-) -> dict[str, Any]:
-    (low, high), turns = _filtered(request, user, program, stars, min_stars, max_stars)
-    return {"program": program, "min_stars": low, "max_stars": high, "turns": [t.as_dict() for t in turns]}
+def dataset_json(view: DatasetQuery, user: str = Depends(current_user)) -> dict[str, Any]:
+    turns = [t.as_dict() for t in view.turns]
+    return {"program": view.program, "min_stars": view.low, "max_stars": view.high, "turns": turns}
 
 
 @router.post("/api/turns/{turn_id}/edit")

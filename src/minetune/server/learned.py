@@ -9,34 +9,31 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from minetune.program import diff_versions, lesson_texts
 from minetune.server.auth import current_user
-from minetune.server.pagehelp import (
-    MAX_PROGRAM_NAME,
+from minetune.server.templating import render
+from minetune.server.webutil import (
+    MAX_ID,
+    PathId,
+    ProgramForm,
+    ProgramQuery,
     bad_request,
-    checked_program,
     checked_text,
     done,
-    found,
+    not_found_as_404,
     page_url,
-    user_store,
+    program_page,
+    user_program,
 )
-from minetune.server.templating import render
 from minetune.store import Store
 from minetune.store.schema import Lesson
 
 router = APIRouter()
 
 MAX_RULE_CHARS = 1000
-MAX_ID = 2**31 - 1  # larger ids cannot exist (and PostgreSQL refuses them as integers)
-
-ProgramQuery = Annotated[str, Query(max_length=MAX_PROGRAM_NAME)]
-ProgramForm = Annotated[str, Form(max_length=MAX_PROGRAM_NAME)]
-LessonId = Annotated[int, Path(ge=1, le=MAX_ID)]
-VersionNumber = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -46,18 +43,17 @@ VersionNumber = Annotated[int, Path(ge=1, le=MAX_ID)]
 def rules_page(
     request: Request, program: ProgramQuery = "default", user: str = Depends(current_user)
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     lessons = store.lessons(program, include_inactive=True)
     version = store.active_version(program)
     in_version = {item.get("id") for item in version.lessons or [] if isinstance(item, dict)}
     active = [lesson for lesson in lessons if lesson.status == "active"]
-    return render(
+    return program_page(
         request,
         "rules.html",
-        user=user,
-        program=program,
-        programs=[p.name for p in store.programs()],
+        store,
+        user,
+        program,
         active=active,
         inactive=[lesson for lesson in lessons if lesson.status != "active"],
         version=version,
@@ -77,7 +73,7 @@ def _active_lesson(store: Store, program: str, lesson_id: int) -> Lesson:
 
 
 def _changed(request: Request, store: Store, program: str, note: str, **change: Any) -> Response:
-    with found():
+    with not_found_as_404():
         version, added = store.change_lessons(program, note=note, **change)
     payload = {"program": program, "version": version.number, "note": note}
     if added:
@@ -92,8 +88,7 @@ def add_rule(
     program: ProgramForm = "default",
     user: str = Depends(current_user),
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     rule = checked_text(text, "rule", MAX_RULE_CHARS)
     if any(lesson.text.casefold() == rule.casefold() for lesson in store.lessons(program)):
         raise bad_request("That rule is already active.")
@@ -103,13 +98,12 @@ def add_rule(
 @router.post("/rules/{lesson_id}/edit")
 def edit_rule(
     request: Request,
-    lesson_id: LessonId,
+    lesson_id: PathId,
     text: str = Form(""),
     program: ProgramForm = "default",
     user: str = Depends(current_user),
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     rule = checked_text(text, "rule", MAX_RULE_CHARS)
     if _active_lesson(store, program, lesson_id).text == rule:
         raise bad_request(f"Rule {lesson_id} already says that; nothing changed.")
@@ -118,10 +112,9 @@ def edit_rule(
 
 @router.post("/rules/{lesson_id}/retire")
 def retire_rule(
-    request: Request, lesson_id: LessonId, program: ProgramForm = "default", user: str = Depends(current_user)
+    request: Request, lesson_id: PathId, program: ProgramForm = "default", user: str = Depends(current_user)
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     _active_lesson(store, program, lesson_id)
     return _changed(request, store, program, f"retired rule {lesson_id}", retire=[lesson_id])
 
@@ -154,8 +147,7 @@ def describe_sources(sources: dict[str, Any] | None) -> list[str]:
 def versions_page(
     request: Request, program: ProgramQuery = "default", user: str = Depends(current_user)
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     versions = store.versions(program)
     active = store.active_version(program)
     parents = {v.id: v.number for v in versions}
@@ -169,12 +161,12 @@ def versions_page(
         }
         for v in reversed(versions)
     ]
-    return render(
+    return program_page(
         request,
         "versions.html",
-        user=user,
-        program=program,
-        programs=[p.name for p in store.programs()],
+        store,
+        user,
+        program,
         rows=rows,
         active=active,
         can_roll_back=active.parent_id is not None,
@@ -190,9 +182,8 @@ def version_diff(
     program: ProgramQuery = "default",
     user: str = Depends(current_user),
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
-    with found():
+    store, program = user_program(request, user, program)
+    with not_found_as_404():
         before, after = store.version(program, old), store.version(program, new)
     text = diff_versions(before, after)
     return render(
@@ -210,13 +201,12 @@ def version_diff(
 @router.post("/versions/{number}/activate")
 def activate_version(
     request: Request,
-    number: VersionNumber,
+    number: PathId,
     program: ProgramForm = "default",
     user: str = Depends(current_user),
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
-    with found():
+    store, program = user_program(request, user, program)
+    with not_found_as_404():
         version = store.activate(program, number)
     payload = {"program": program, "active": version.number}
     return done(request, page_url("/versions", program=program), payload)
@@ -226,9 +216,8 @@ def activate_version(
 def rollback_version(
     request: Request, program: ProgramForm = "default", user: str = Depends(current_user)
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
-    with found():
+    store, program = user_program(request, user, program)
+    with not_found_as_404():
         version = store.rollback(program)
     payload = {"program": program, "active": version.number}
     return done(request, page_url("/versions", program=program), payload)

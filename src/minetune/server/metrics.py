@@ -11,8 +11,7 @@ from fastapi.responses import HTMLResponse
 from minetune import progress
 from minetune.server.auth import current_user
 from minetune.server.charts import bar_chart, line_chart
-from minetune.server.templating import render
-from minetune.server.webutil import not_found_as_404, user_store
+from minetune.server.webutil import not_found_as_404, program_page, user_store
 from minetune.store import DEFAULT_PROGRAM
 
 router = APIRouter()
@@ -49,12 +48,12 @@ def metrics_page(
             "chart-tokens", f"Tokens ({m.tokens.bucket})", _points(m.tokens), empty="No token counts yet."
         ),
     }
-    return render(
+    return program_page(
         request,
         "metrics.html",
-        user=user,
-        programs=[p.name for p in store.programs()],
-        program=program,
+        store,
+        user,
+        program,
         metrics=m,
         charts=charts,
     )

@@ -4,24 +4,15 @@ its progress, and browse the job history with loss curves (server-side SVG)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from minetune.errors import MinetuneError
 from minetune.server.auth import current_user
-from minetune.server.losschart import curve_series, line_chart_svg
-from minetune.server.pagehelp import (
-    MAX_PROGRAM_NAME,
-    bad_request,
-    checked_program,
-    done,
-    found,
-    page_url,
-    server_state,
-    user_store,
-)
+from minetune.server.charts import loss_chart
 from minetune.server.templating import render
 from minetune.server.training_runs import (
     TrainingRun,
@@ -32,11 +23,24 @@ from minetune.server.training_runs import (
     registry,
     start,
 )
+from minetune.server.webutil import (
+    PathId,
+    ProgramForm,
+    ProgramQuery,
+    bad_request,
+    checked_program,
+    done,
+    not_found_as_404,
+    page_url,
+    program_page,
+    server_state,
+    user_program,
+    user_store,
+)
 from minetune.store import Store
 from minetune.store import training as jobs_db
 from minetune.store.schema import TrainingJob
 
-MAX_ID = 2**31 - 1
 MAX_SPEC = 1000
 HIDDEN_HYPERPARAMETERS = ("examples", "eval")
 
@@ -48,9 +52,6 @@ async def _lifespan(app: FastAPI) -> Any:
 
 router = APIRouter(lifespan=_lifespan)
 
-ProgramQuery = Annotated[str, Query(max_length=MAX_PROGRAM_NAME)]
-ProgramForm = Annotated[str, Form(max_length=MAX_PROGRAM_NAME)]
-JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 RunId = Annotated[str, Path(max_length=64)]
 
 
@@ -101,8 +102,7 @@ def training_page(
     from minetune.store.adapters import active_adapter
     from minetune.train.datasets import eligibility_report
 
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    store, program = user_program(request, user, program)
     base, base_problem = _base_model(request, store, program)
     try:
         config = _hosted_config(request)
@@ -110,12 +110,12 @@ def training_page(
     except MinetuneError as exc:
         hosted = {"base_url": None, "key": False, "problem": str(exc)}
     runs = _runs(request).of(user, program)
-    return render(
+    return program_page(
         request,
         "training.html",
-        user=user,
-        program=program,
-        programs=[p.name for p in store.programs()],
+        store,
+        user,
+        program,
         eligibility=eligibility_report(store, program),
         base=base,
         base_problem=base_problem,
@@ -126,7 +126,14 @@ def training_page(
     )
 
 
-def _started(request: Request, run: TrainingRun) -> Response:
+def _launch(
+    request: Request, user: str, program: str, kind: str, method: str, work: Callable[[TrainingRun], None]
+) -> Response:
+    """Begin a run (409 while one of this kind is active), start ``work`` in the background and
+    reply 202 with the run and where to follow its progress."""
+    runs = _runs(request)
+    run = runs.begin(user, program, kind, method)
+    start(server_state(request), run, work, runs)
     payload = run.as_dict() | {"progress": f"/training/runs/{run.id}"}
     return done(request, page_url("/training", program=run.program), payload, status=202)
 
@@ -150,8 +157,7 @@ def start_local(
 ) -> Response:
     from minetune.train.lora import TrainConfig
 
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    program = checked_program(user_store(request, user), program)
     fields: dict[str, Any] = {
         "max_steps": steps,
         "epochs": epochs,
@@ -169,10 +175,7 @@ def start_local(
         "activate": activate,
         "threshold": threshold,
     }
-    runs = _runs(request)
-    run = runs.begin(user, program, "local", method)
-    start(server_state(request), run, local_work(server_state(request), options), runs)
-    return _started(request, run)
+    return _launch(request, user, program, "local", method, local_work(server_state(request), options))
 
 
 @router.post("/training/hosted")
@@ -186,8 +189,7 @@ def start_hosted(
     activate: Annotated[bool, Form()] = False,
     user: str = Depends(current_user),
 ) -> Response:
-    store = user_store(request, user)
-    program = checked_program(store, program)
+    program = checked_program(user_store(request, user), program)
     if not model.strip():
         raise bad_request("Name the base model to fine-tune (for example gpt-4.1-mini-2025-04-14).")
     config = _hosted_config(request)
@@ -198,10 +200,8 @@ def start_hosted(
         "n_epochs": epochs,
         "threshold": threshold,
     }
-    runs = _runs(request)
-    run = runs.begin(user, program, "hosted", method)
-    start(server_state(request), run, hosted_work(server_state(request), config, options), runs)
-    return _started(request, run)
+    work = hosted_work(server_state(request), config, options)
+    return _launch(request, user, program, "hosted", method, work)
 
 
 @router.get("/training/runs/{run_id}")
@@ -240,7 +240,7 @@ def run_loss_chart(request: Request, run_id: RunId, user: str = Depends(current_
     points: list[Any] = list(run.curve)
     if not run.active and run.job_id is not None:
         points = list(jobs_db.get_job(user_store(request, user), run.job_id).loss_curve or []) or points
-    return _svg(line_chart_svg(curve_series(points), title=f"Loss · {run.kind} {run.method.upper()}"))
+    return _svg(loss_chart("chart-loss", f"Loss · {run.kind} {run.method.upper()}", points))
 
 
 def _shown(value: Any) -> str:
@@ -254,12 +254,12 @@ def _shown(value: Any) -> str:
 
 def _job(request: Request, user: str, job_id: int) -> tuple[TrainingJob, str]:
     store = user_store(request, user)
-    with found():
+    with not_found_as_404():
         return jobs_db.get_job(store, job_id), jobs_db.job_program_name(store, job_id)
 
 
 @router.get("/training/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
+def job_page(request: Request, job_id: PathId, user: str = Depends(current_user)) -> Response:
     job, program = _job(request, user, job_id)
     hyper = {k: _shown(v) for k, v in (job.hyperparameters or {}).items() if k not in HIDDEN_HYPERPARAMETERS}
     live = next((r for r in _runs(request).of(user, program) if r.job_id == job.id and r.active), None)
@@ -271,19 +271,19 @@ def job_page(request: Request, job_id: JobId, user: str = Depends(current_user))
         row=_job_row(job, program),
         hyperparameters=hyper,
         metrics={k: _shown(v) for k, v in (job.metrics or {}).items()},
-        chart=line_chart_svg(curve_series(job.loss_curve or []), title=f"Loss · job {job.id}"),
+        chart=loss_chart("chart-loss", f"Loss · job {job.id}", job.loss_curve or []),
         live=live,
     )
 
 
 @router.get("/training/jobs/{job_id}/loss.svg")
-def job_loss_chart(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
+def job_loss_chart(request: Request, job_id: PathId, user: str = Depends(current_user)) -> Response:
     job, _ = _job(request, user, job_id)
-    return _svg(line_chart_svg(curve_series(job.loss_curve or []), title=f"Loss · job {job.id}"))
+    return _svg(loss_chart("chart-loss", f"Loss · job {job.id}", job.loss_curve or []))
 
 
 @router.post("/training/jobs/{job_id}/refresh")
-def refresh_job(request: Request, job_id: JobId, user: str = Depends(current_user)) -> Response:
+def refresh_job(request: Request, job_id: PathId, user: str = Depends(current_user)) -> Response:
     """Fetch a hosted job's status from its provider (registers the model as a version on success)."""
     from minetune.train import hosted
 

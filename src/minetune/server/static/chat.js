@@ -4,6 +4,7 @@
   "use strict";
   const root = document.getElementById("chat");
   if (!root) return;
+  const { api, errorMessage } = window.minetune; // from api.js
   const program = root.dataset.program;
   let conversationId = root.dataset.conversation ? Number(root.dataset.conversation) : null;
   const messages = document.getElementById("messages");
@@ -31,26 +32,6 @@
   function showError(message) {
     errorBox.textContent = message || "";
     errorBox.hidden = !message;
-  }
-
-  async function errorMessage(response) {
-    try {
-      const data = await response.json();
-      return (data.error && data.error.message) || response.statusText;
-    } catch (_) {
-      return `${response.status} ${response.statusText}`;
-    }
-  }
-
-  async function api(method, url, body) {
-    const response = await fetch(url, {
-      method,
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin",
-    });
-    if (!response.ok) throw new Error(await errorMessage(response));
-    return response.json();
   }
 
   // POST and read an NDJSON stream (fetch + ReadableStream), calling onEvent per line.

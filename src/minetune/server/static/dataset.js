@@ -4,23 +4,11 @@
   const table = document.getElementById("dataset");
   const errorBox = document.getElementById("dataset-error");
   if (!table) return;
+  const { api } = window.minetune; // from api.js
 
   function showError(message) {
     errorBox.textContent = message || "";
     errorBox.hidden = !message;
-  }
-
-  async function api(method, url, body) {
-    const response = await fetch(url, {
-      method,
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin",
-    });
-    let data = {};
-    try { data = await response.json(); } catch (_) { /* empty body */ }
-    if (!response.ok) throw new Error((data.error && data.error.message) || `${response.status} ${response.statusText}`);
-    return data;
   }
 
   const actions = {
