@@ -525,6 +525,15 @@ def report(cells: dict[tuple[str, int, str], Cell], arms: list[Arm], modes: list
             yield f"{name} {mode} x{level}: {len(cell.errors)} errors, e.g. {cell.errors[0]}"
 
 
+def source_revision() -> str:
+    """The commit measured, with ``+dirty`` when src/ has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=BENCH.parent, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "src") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per arm, mode, level and round")
@@ -537,6 +546,7 @@ def main() -> None:
     parser.add_argument("--skip-minetune", action="store_true", help="measure direct and LiteLLM only")
     parser.add_argument("--minetune-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for minetune serve (experiments, e.g. OMP_NUM_THREADS=1)")
+    parser.add_argument("--json", type=Path, help="also write the medians to this JSON file")
     parser.add_argument("--profile-dir", type=Path, help="record the proxies with py-spy into this folder "
                         "(sampling slows them: profile runs are not for the table)")
     args = parser.parse_args()
@@ -571,12 +581,22 @@ def main() -> None:
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.system()} {platform.machine()}, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()} · load average (1 min) "
           f"{load_before[0]:.2f} before, {load[0]:.2f} after · "
-          f"LiteLLM {litellm[1] if litellm else 'skipped'}")
+          f"LiteLLM {litellm[1] if litellm else 'skipped'} · minetune {source_revision()}")
     print(f"{args.requests} requests per cell and round, {args.rounds} rounds (medians over rounds), "
           f"{args.seed_turns} seeded rated turns; times in ms; +x = added over direct at the same percentile"
           + (f"; minetune env {' '.join(args.minetune_env)}" if args.minetune_env else ""))
     for line in report(cells, arms, modes, levels):
         print(line)
+    if args.json:
+        medians = {f"{mode} x{level} {name}": {"requests": cell.requests, "errors": len(cell.errors),
+                                                **{k: cell.median(k) for k in cell.rounds[0]}}
+                   for (mode, level, name), cell in cells.items() if cell.rounds}
+        args.json.write_text(json.dumps({
+            "when": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "load_before": load_before[0], "load_after": load[0],
+            "litellm": litellm[1] if litellm else None, "minetune": source_revision(),
+            "minetune_env": args.minetune_env,
+            "requests": args.requests, "rounds": args.rounds, "cells": medians}, indent=1))
     if args.profile_dir:
         for arm in arms[1:]:
             path = args.profile_dir / f"{arm.name}.txt"
