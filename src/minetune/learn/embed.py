@@ -8,6 +8,8 @@ any sentence-transformers model directory works too (``embedder`` in config.toml
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +34,46 @@ class Embedder(Protocol):
         ...
 
 
+class Coalescer:
+    """Merges concurrent one-text encodes into batches: a server embedding each incoming message
+    pays one forward pass per batch instead of one per request.
+
+    The first caller becomes the leader and encodes everything queued (its own text included),
+    then whatever arrived meanwhile, until the queue is empty; the others wait for their row."""
+
+    def __init__(self, encode_batch: Callable[[list[str]], np.ndarray]) -> None:
+        self._encode_batch = encode_batch
+        self._lock = threading.Lock()
+        self._queue: list[tuple[str, Future[np.ndarray]]] = []
+        self._leading = False
+
+    def encode_one(self, text: str) -> np.ndarray:
+        future: Future[np.ndarray] = Future()
+        with self._lock:
+            self._queue.append((text, future))
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._drain()
+        return future.result()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._leading = False
+                    return
+            try:
+                vectors = self._encode_batch([text for text, _ in batch])
+            except BaseException as exc:  # every caller of this batch sees the failure
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                future.set_result(vector)
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local directory, on CPU."""
 
@@ -41,8 +83,14 @@ class SentenceTransformerEmbedder:
         self.name = name
         self._model: Any = SentenceTransformer(str(path), device="cpu")
         self.dim = int(self._model.get_embedding_dimension() or 0)
+        self._single = Coalescer(self._encode)
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        if len(texts) == 1:
+            return self._single.encode_one(texts[0])[None, :]
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self._model.encode(
