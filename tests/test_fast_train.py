@@ -79,6 +79,10 @@ def test_bad_input(trainer: ResidentLoRA, tmp_path: Path) -> None:
         trainer.update(_rows(2, seed=3), parent=tmp_path / "bad")
     with pytest.raises(FastTrainError, match="Could not load the base model"):
         ResidentLoRA.load(tmp_path)
+    trainer.update(_rows(2, seed=3), out_dir=tmp_path / "rank16", batch_size=2)
+    other_rank = ResidentLoRA.load(trainer_dir(trainer), device="cpu", rank=4)
+    with pytest.raises(FastTrainError, match="does not fit this model"):
+        other_rank.update(_rows(2, seed=3), parent=tmp_path / "rank16")
 
 
 def test_fit_uses_the_resident_engine(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -206,8 +206,12 @@ class ResidentLoRA:
                 state = load_file(str(path))
             except Exception as exc:
                 raise FastTrainError(f"The adapter in {parent} is unreadable: {exc}") from None
-        with torch.no_grad():
-            result = set_peft_model_state_dict(self.model, state)
+        try:
+            with torch.no_grad():
+                result = set_peft_model_state_dict(self.model, state)
+        except RuntimeError as exc:  # e.g. a parent trained with another rank or target modules
+            detail = str(exc).strip().splitlines()[-1][:200]
+            raise FastTrainError(f"The adapter in {parent} does not fit this model: {detail}") from None
         unexpected = getattr(result, "unexpected_keys", None) or []
         if unexpected:
             raise FastTrainError(f"The adapter in {parent} does not fit this model ({unexpected[0]}, ...).")
