@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_finetune import FakeFineTune
 from fakes import FakeOpenAI, build_tiny_model
 
 
@@ -36,6 +37,16 @@ def fake_llm() -> Iterator[FakeOpenAI]:
     """A loopback OpenAI-compatible server; ``fake_llm.requests`` holds every request body."""
     with FakeOpenAI() as server:
         yield server
+
+
+@pytest.fixture
+def ft(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFineTune]:
+    """A loopback fake of the OpenAI fine-tuning API, with minetune's settings pointed at it."""
+    with FakeFineTune() as fake:
+        monkeypatch.setenv("MINETUNE_FINETUNE_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+        monkeypatch.setenv("MINETUNE_FINETUNE_POLL_INTERVAL", "0")
+        yield fake
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from minetune.config import load_settings
@@ -25,6 +24,7 @@ from minetune.store.schema import Adapter
 from minetune.train import adapters
 from minetune.train.adapters import RoutedModel, routed_model
 from minetune.train.lora import BaseModel
+from test_adapters import WordEmbedder
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft reads a renamed transformers property
 
@@ -188,23 +188,6 @@ def _plain_model(model_dir: Path) -> Any:
 SYSTEM = "You are terse."
 WORK = ("quarterly sales report", "sales meeting agenda", "report for the board")
 HOME = ("recipe for pasta dinner", "pasta sauce recipe", "dinner for kids")
-
-
-class WordEmbedder:
-    """A deterministic bag-of-words embedder (no model download)."""
-
-    name = "words"
-    dim = 64
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, sum(map(ord, word.strip("?.,!"))) % self.dim] += 1.0
-            norm = np.linalg.norm(out[i])
-            if norm:
-                out[i] /= norm
-        return out
 
 
 def domain_program(store: Store, model_dir: Path, adapter_dirs: tuple[Path, Path]) -> tuple[Adapter, Adapter]:

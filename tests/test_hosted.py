@@ -24,15 +24,6 @@ BASE = "gpt-4.1-mini-2025-04-14"
 
 
 @pytest.fixture
-def ft(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFineTune]:
-    with FakeFineTune() as fake:
-        monkeypatch.setenv("MINETUNE_FINETUNE_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
-        monkeypatch.setenv("MINETUNE_FINETUNE_POLL_INTERVAL", "0")
-        yield fake
-
-
-@pytest.fixture
 def store() -> Iterator[Store]:
     """Program "writer" with 14 retry chains (tests that also want PostgreSQL ask for database_url first)."""
     s = Store.open(load_settings())
