@@ -92,12 +92,14 @@ def _batches(rows: Sequence[Row], batch_size: int, pad_id: int, device: Any) -> 
             labelled[j, max(row.loss_from, 1) - 1 : n - 1] = True  # slot t predicts token t + 1
         positions = labelled.flatten().nonzero().squeeze(1)
         targets = ids[:, 1:].flatten()[positions]
-        padded = any(len(r.ids) < width for r in chunk)
-        mask = (torch.arange(width)[None, :] < torch.tensor([len(r.ids) for r in chunk])[:, None]).long()
+        mask = None
+        if any(len(r.ids) < width for r in chunk):
+            lengths = torch.tensor([len(r.ids) for r in chunk])
+            mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(device, non_blocking=True)
         out.append(
             _Batch(
                 ids=ids.to(device, non_blocking=True),
-                mask=mask.to(device, non_blocking=True) if padded else None,
+                mask=mask,
                 positions=positions.to(device, non_blocking=True),
                 targets=targets.to(device, non_blocking=True),
                 count=max(int(positions.numel()), 1),
