@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -336,6 +338,60 @@ class Comparison(Base):
     winner: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+JOB_KINDS = ("learn", "continual", "train", "retrain", "hosted")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+_RUNNING = text("status = 'running'")
+
+
+class Job(Base):
+    """A piece of background work (learning after feedback, a continual update, a training run, a
+    hosted job), visible to every process sharing the database.
+
+    ``lane`` groups kinds that must not run at the same time for one program (``learn``: prompt
+    re-optimization; ``train``: anything that trains or publishes an adapter; ``hosted``). The
+    partial unique index lets at most one job per (program, lane) be ``running``: claiming a job is
+    an UPDATE the database refuses while another process holds the program. ``owner`` is
+    ``host:pid``; ``heartbeat_at`` is refreshed while the owner lives, so a crashed owner's jobs can
+    be marked ``interrupted``.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in JOB_KINDS) + ")", name="ck_jobs_kind"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in JOB_STATUSES) + ")", name="ck_jobs_status"
+        ),
+        Index(
+            "ux_jobs_one_running",
+            "program_id",
+            "lane",
+            unique=True,
+            sqlite_where=_RUNNING,
+            postgresql_where=_RUNNING,
+        ),
+        NEVER_REUSE_IDS,
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    lane: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    # {"phase", "step", "total", "loss", "message", "curve": [{"step", "train_loss"}, ...]}
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    owner: Mapped[str] = mapped_column(String(300), default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    training_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True
+    )
 
 
 @event.listens_for(Session, "before_flush")
