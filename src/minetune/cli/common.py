@@ -1,0 +1,36 @@
+"""What every command module shares: the Rich consoles, common options, settings and the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+
+from minetune.config import Settings, load_settings
+
+out = Console(soft_wrap=True)  # long lines (paths) are not broken at the terminal width
+err = Console(stderr=True, soft_wrap=True)  # one error = one line, however narrow the terminal
+
+MODEL_HELP = (
+    "Model spec, e.g. ollama:llama3.2, openai:gpt-4o-mini, "
+    "openai-compatible:NAME@http://127.0.0.1:8080/v1, hf:./my-model."
+)
+model_option = click.option("--model", "model", metavar="SPEC", help=MODEL_HELP)
+program_option = click.option(
+    "--program", "-p", "program", default="default", show_default=True, help="Program name."
+)
+threshold_option = click.option(
+    "--threshold", type=click.IntRange(1, 5), default=4, show_default=True, help="Stars that accept answers."
+)
+
+
+def _settings(ctx: click.Context, model: str | None = None) -> Settings:
+    obj = ctx.find_root().obj or {}
+    return load_settings(obj.get("home"), model=model or obj.get("model"))
+
+
+def _store(ctx: click.Context) -> Any:
+    from minetune.store import Store
+
+    return Store.open(_settings(ctx))

@@ -1,0 +1,193 @@
+"""Your stored data in and out: ``stats``, ``export`` (training data, captures) and ``import``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from minetune.cli.common import _settings, _store, err, model_option, out, program_option
+from minetune.errors import MinetuneError
+
+
+@click.command()
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def stats(ctx: click.Context, program: str | None, as_json: bool) -> None:
+    """Turns, attempts, the star histogram, attempts-to-5★ and captures."""
+    data = _store(ctx).stats(program)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"minetune stats · {program or 'all programs'}", show_header=False)
+    for key in (
+        "turns",
+        "attempts",
+        "rated_attempts",
+        "mean_stars",
+        "turns_reaching_5",
+        "mean_attempts_to_5",
+        "mean_score",
+        "captures",
+    ):
+        table.add_row(key.replace("_", " "), "—" if data[key] is None else str(data[key]))
+    table.add_row("ratings", "  ".join(f"{k}★ {v}" for k, v in data["ratings"].items()))
+    out.print(table)
+
+
+EXPORT_FORMATS = (
+    "openai-chat",
+    "openai-dpo",
+    "trl-sft",
+    "trl-dpo",
+    "trl-kto",
+    "sharegpt",
+    "alpaca",
+    "capture-md",
+)
+
+
+@click.command()
+@click.option("--format", "-f", "format", required=True, help="One of: " + ", ".join(EXPORT_FORMATS))
+@click.option(
+    "--out",
+    "-o",
+    "out_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File to write.",
+)
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option(
+    "--split",
+    "split_files",
+    is_flag=True,
+    help="Write FILE.train.jsonl and FILE.valid.jsonl (90/10, by turn).",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(1, 5),
+    default=4,
+    show_default=True,
+    help="Stars that accept an answer.",
+)
+@click.pass_context
+def export(
+    ctx: click.Context, format: str, out_file: Path, program: str | None, split_files: bool, threshold: int
+) -> None:
+    """Export stored data as training data (JSONL) or captures.
+
+    \b
+    accepted answers (SFT):
+      openai-chat   {"messages": [...]}  (OpenAI supervised fine-tuning)
+      trl-sft       {"messages": [...]}  (TRL SFTTrainer)
+      sharegpt      {"conversations": [{"from": "system|human|gpt", "value": ...}]}
+      alpaca        {"instruction", "input", "output", "system", "history"}
+    preference pairs from retry chains and differently rated attempts (DPO):
+      openai-dpo    {"input": {"messages"}, "preferred_output", "non_preferred_output"}
+      trl-dpo       {"prompt", "chosen", "rejected"}  (TRL DPOTrainer)
+    rated answers, desirable or not, 3 stars left out (KTO):
+      trl-kto       {"prompt", "completion", "label"}  (TRL KTOTrainer)
+    praised exchanges:
+      capture-md    the capture markdown layout
+
+    Every prompt is the turn's original prompt (system prompt, history, message); an answer is
+    accepted at --threshold stars or more, or when praised.
+    """
+    if format not in EXPORT_FORMATS:
+        raise MinetuneError(f"Unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
+    if format == "capture-md":
+        if split_files:
+            raise MinetuneError("--split applies to the JSONL training formats, not capture-md.")
+        from minetune.io.capture_md import write_captures
+
+        count = write_captures(_store(ctx).captures(program), out_file)
+        out.print(f"Wrote {count} capture(s) to {out_file}")
+        return
+    from minetune.train.datasets import export_dataset
+
+    result = export_dataset(
+        _store(ctx), format, out_file, program=program, split_files=split_files, threshold=threshold
+    )
+    written = ", ".join(f"{result.counts[k]} to {path}" for k, path in result.files.items())
+    dataset = result.dataset
+    extra = f" ({dataset.duplicates} duplicate(s) dropped)" if dataset.duplicates else ""
+    out.print(f"Wrote {dataset.method.upper()} examples as {format}: {written}{extra}", highlight=False)
+    if not dataset.eligibility.eligible:
+        err.print(f"[yellow]note:[/] {dataset.eligibility.summary()}", highlight=False)
+
+
+IMPORT_LISTED_SKIPS = 20
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@program_option
+@click.option(
+    "--format",
+    "-f",
+    "format",
+    help="chatgpt, openai-chat, openai-dpo, sharegpt, alpaca, capture-md or csv (default: detected).",
+)
+@model_option
+@click.option("--no-learn", is_flag=True, help="Do not rebuild demos and lessons after importing.")
+@click.option("--verbose", "-v", is_flag=True, help="List every skipped item as it is met.")
+@click.pass_context
+def import_cmd(
+    ctx: click.Context,
+    path: Path,
+    program: str,
+    format: str | None,
+    model: str | None,
+    no_learn: bool,
+    verbose: bool,
+) -> None:
+    """Import history from PATH: a ChatGPT export (zip or folder), OpenAI chat or DPO JSONL,
+    ShareGPT, Alpaca, capture markdown, or CSV with prompt/response[/rating/critique] columns.
+
+    Each file is imported all or nothing, and only once; imported ratings then rebuild the
+    program's demos (and become lessons when a model is configured).
+    """
+    from minetune.io.importers import import_file
+
+    def show(item: Any) -> None:
+        out.print(f"  skipped {item.where}: {item.reason}", markup=False, highlight=False)
+
+    settings = _settings(ctx, model)
+    report = import_file(
+        _store(ctx),
+        settings,
+        path,
+        program=program,
+        format=format,
+        learn=not no_learn,
+        model=model or (ctx.find_root().obj or {}).get("model"),
+        on_skip=show if verbose else None,
+    )
+    if report.already_imported:
+        out.print(f"Already imported {path} into {program}; nothing added.", highlight=False)
+        return
+    out.print(
+        f"Imported {path} ({report.format}) into {program}: {report.conversations} conversations, "
+        f"{report.turns} turns, {report.attempts} answers, {report.ratings} ratings "
+        f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s",
+        highlight=False,
+    )
+    if report.skipped and not verbose:
+        for item in report.skipped_items[:IMPORT_LISTED_SKIPS]:
+            show(item)
+        if report.skipped > IMPORT_LISTED_SKIPS:
+            out.print(f"  … {report.skipped - IMPORT_LISTED_SKIPS} more (--verbose lists all)")
+    if report.skipped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in report.skipped_by_reason.most_common())
+        out.print(f"skipped by reason: {reasons}", markup=False, highlight=False)
+    if report.demo_candidates is not None:
+        out.print(f"Demo index rebuilt: {report.demo_candidates} accepted answers.")
+    for note in report.notes:
+        out.print(note, markup=False, highlight=False)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)

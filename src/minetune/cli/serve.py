@@ -1,0 +1,98 @@
+"""``serve`` (web app and learning proxy) and the ``user`` group (users and tokens)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from minetune.cli.common import _settings, err, model_option, out
+
+
+@click.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (non-loopback needs tokens)."
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
+@click.option("--auth/--no-auth", "auth", default=None,
+              help="Require tokens (default: when any token exists or the host is not loopback).")
+@model_option
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, auth: bool | None, model: str | None) -> None:
+    """Serve the web app and the OpenAI-compatible learning proxy.
+
+    \b
+    Web UI:  http://127.0.0.1:8000/
+    Proxy:   base_url=http://127.0.0.1:8000/v1, model="minetune/<program>"
+    Rate:    POST /v1/feedback {"response_id": ..., "stars": 1-5, "critique": "..."}
+    """
+    import uvicorn
+
+    from minetune.server.app import create_app
+
+    settings = _settings(ctx, model)
+    server_app = create_app(settings, host=host, require_auth=auth, warm_up=True)
+    mode = "tokens required" if server_app.state.minetune.auth_required else "single local user, no login"
+    err.print(f"minetune serving on http://{host}:{port}/ ({mode}); proxy at /v1", highlight=False)
+    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+
+
+@click.group("user")
+def user_app() -> None:
+    """Users of a shared server and their tokens (stored hashed; shown once)."""
+
+
+def _database(ctx: click.Context) -> Any:
+    from minetune.store.db import Database, open_engine
+
+    return Database(open_engine(_settings(ctx).resolved_database_url))
+
+
+@user_app.command("add")
+@click.argument("name")
+@click.option("--label", default="", help="A note on what the token is for.")
+@click.pass_context
+def user_add(ctx: click.Context, name: str, label: str) -> None:
+    """Create user NAME (if new) and print a new token for it. Once a token exists, serve asks for one."""
+    from minetune.store.users import issue_token
+
+    db = _database(ctx)
+    try:
+        token = issue_token(db, name, label)
+    finally:
+        db.close()
+    err.print(f"New token for {name} (shown once; keep it secret):", highlight=False)
+    click.echo(token)
+
+
+@user_app.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """List users and how many tokens each has."""
+    from minetune.store.users import list_users
+
+    db = _database(ctx)
+    try:
+        users = list_users(db)
+    finally:
+        db.close()
+    table = Table("user", "tokens", "created")
+    for info in users:
+        table.add_row(info.name, str(info.tokens), info.created_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@user_app.command("revoke")
+@click.argument("name")
+@click.pass_context
+def user_revoke(ctx: click.Context, name: str) -> None:
+    """Delete every token of NAME (its data stays)."""
+    from minetune.store.users import revoke_tokens
+
+    db = _database(ctx)
+    try:
+        count = revoke_tokens(db, name)
+    finally:
+        db.close()
+    out.print(f"Revoked {count} token(s) of {name}.")

@@ -1,0 +1,369 @@
+"""Local LoRA training: the ``train`` group, and the training options and progress display it
+shares with ``adapter create``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from minetune.cli.common import _settings, _store, err, out, program_option, threshold_option
+
+TRAIN_HELP = """Train a LoRA adapter on this program's rated answers, locally (CPU or GPU).
+
+The adapter becomes a new program version (base model + adapter) and is activated unless
+--no-activate. Ctrl-C stops after the current step and keeps a checkpoint (the previous adapter
+stays active); `minetune train --resume JOB` continues it. Needs the training extras
+(pip install 'minetune[train]') and a local base model (--base hf:DIR, or the program's hf: model).
+
+\b
+  minetune train --method auto --base hf:./models/qwen2.5-0.5b-instruct
+  minetune train --method dpo --epochs 2 --lr 5e-5
+  minetune train update                 incremental, gated update of the active adapter
+  minetune train --retrain-tainted      rebuild adapters that learned from forgotten data
+  minetune train jobs                   local training jobs
+"""
+
+
+def _train_config(**opts: Any) -> Any:
+    from minetune.train.lora import TrainConfig
+
+    fields = {
+        "epochs": opts.get("epochs"),
+        "max_steps": opts.get("steps"),
+        "learning_rate": opts.get("lr"),
+        "batch_size": opts.get("batch_size"),
+        "rank": opts.get("rank"),
+        "max_length": opts.get("max_length"),
+        "threads": opts.get("threads"),
+        "engine": opts.get("engine"),
+    }
+    return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _training_options(fn: Any) -> Any:
+    options = [
+        click.option("--epochs", type=click.FloatRange(min=0.01), help="Epochs (default 3; updates 2)."),
+        click.option("--steps", type=click.IntRange(min=1), help="Train exactly this many steps instead."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Examples per step (default 4)."),
+        click.option("--rank", type=click.IntRange(min=1), help="LoRA rank (default 16)."),
+        click.option("--max-length", type=click.IntRange(min=16), help="Tokens per example (default 1024)."),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch."),
+        click.option(
+            "--engine",
+            type=click.Choice(["auto", "trl", "resident"]),
+            help="Trainer: TRL, or the resident plain-PyTorch loop (SFT; default auto = resident on a GPU).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+class _TrainDisplay:
+    """A rich progress bar fed by the trainer's progress callback."""
+
+    def __init__(self, title: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=out,
+            transient=False,
+        )
+        self.title = title
+        self.task = self.progress.add_task(f"{title}: loading", total=None, detail="")
+
+    def __enter__(self) -> _TrainDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, p: Any) -> None:
+        detail = ""
+        if p.total:
+            detail = f"step {p.step}/{p.total}"
+            if p.loss is not None:
+                detail += f" · loss {p.loss:.4g}"
+        self.progress.update(
+            self.task,
+            description=f"{self.title}: {p.phase}",
+            completed=p.step,
+            total=p.total or None,
+            detail=detail,
+        )
+
+
+def _print_outcome(outcome: Any) -> None:
+    job = outcome.job
+    metrics = dict(job.metrics or {})
+    first, final = metrics.get("first_loss"), metrics.get("final_loss")
+    loss = f" · loss {first:.4g} → {final:.4g}" if first is not None and final is not None else ""
+    if outcome.status == "succeeded":
+        adapter = outcome.adapter
+        state = "active" if metrics.get("activated") else "not activated"
+        out.print(
+            f"[green]Adapter {adapter.id}[/] ({job.method.upper()}, {len(job.example_attempt_ids or [])} "
+            f"answers{loss}) → v{outcome.version} ({state}) · {adapter.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif outcome.status == "rejected":
+        out.print(f"[yellow]Update refused[/] (job {job.id}{loss}): {job.error}", highlight=False)
+    elif outcome.status == "cancelled":
+        err.print(f"[yellow]Cancelled[/] job {job.id}: {job.error}", highlight=False)
+    before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    for key, label in (
+        ("margin", "held-out margin"),
+        ("valid_loss", "held-out loss"),
+        ("retain_loss", "older loss"),
+    ):
+        if before.get(key) is not None and after.get(key) is not None:
+            out.print(f"  {label}: {before[key]:.4g} → {after[key]:.4g}", highlight=False)
+    gate = metrics.get("gate")
+    if gate and outcome.status != "rejected":
+        out.print(f"  gate: {gate.get('reason')}", highlight=False)
+
+
+def _run_training(call: Any, title: str) -> Any:
+    """Run a training call with a progress bar; Ctrl-C twice interrupts at once."""
+    with _TrainDisplay(title) as display:
+        try:
+            return call(display)
+        except KeyboardInterrupt:
+            display.progress.stop()
+            err.print("Interrupted; the previous adapter stays active. `minetune train jobs` shows the job.")
+            raise SystemExit(130) from None
+
+
+@click.group("train", invoke_without_command=True, help=TRAIN_HELP)
+@program_option
+@click.option(
+    "--method",
+    type=click.Choice(["sft", "dpo", "kto", "auto"]),
+    default="auto",
+    show_default=True,
+    help="auto: DPO when there are 10+ preference pairs, else SFT, else KTO.",
+)
+@click.option("--base", metavar="SPEC", help="Base model: hf:DIR (default: the program's model).")
+@click.option("--domain", default="general", show_default=True, help="Domain tag of the adapter.")
+@click.option("--continue", "continue_active", is_flag=True, help="Train the active adapter further.")
+@click.option("--no-activate", is_flag=True, help="Publish the adapter's version without activating it.")
+@click.option("--resume", "resume_job", type=int, metavar="JOB", help="Continue a cancelled job.")
+@click.option("--retrain-tainted", is_flag=True, help="Retrain adapters that learned from forgotten data.")
+@threshold_option
+@_training_options
+@click.pass_context
+def train_app(
+    ctx: click.Context,
+    program: str,
+    method: str,
+    base: str | None,
+    domain: str,
+    continue_active: bool,
+    no_activate: bool,
+    resume_job: int | None,
+    retrain_tainted: bool,
+    threshold: int,
+    **opts: Any,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    settings, store = _settings(ctx), _store(ctx)
+    if retrain_tainted:
+        from minetune.train.adapters import retrain_tainted as retrain
+
+        given = any(v is not None for v in opts.values())
+        explicit = ctx.get_parameter_source("program") is not click.core.ParameterSource.DEFAULT
+        results = _run_training(
+            lambda show: retrain(
+                store,
+                settings,
+                program if explicit else None,
+                config=_train_config(**opts) if given else None,
+                on_progress=show,
+            ),
+            "retrain",
+        )
+        if not results:
+            out.print("No tainted adapters; nothing to retrain.")
+        for item in results:
+            if item.outcome is not None:
+                out.print(f"adapter {item.old.id} ({item.program}):", highlight=False)
+                _print_outcome(item.outcome)
+            else:
+                out.print(f"adapter {item.old.id} ({item.program}): {item.skipped}", highlight=False)
+        return
+    if resume_job is not None:
+        from minetune.train.lora import resume
+
+        outcome = _run_training(lambda show: resume(store, settings, resume_job, on_progress=show), "resume")
+    else:
+        from minetune.train.lora import train
+
+        outcome = _run_training(
+            lambda show: train(
+                store,
+                settings,
+                program,
+                method=method,
+                base=base,
+                config=_train_config(**opts),
+                domain=domain,
+                continue_active=continue_active,
+                activate=not no_activate,
+                threshold=threshold,
+                on_progress=show,
+            ),
+            f"{program} {method}",
+        )
+    _print_outcome(outcome)
+    if outcome.status == "cancelled":
+        raise SystemExit(130)
+
+
+@train_app.command("update")
+@program_option
+@click.option("--force", is_flag=True, help="Update even if the buffer is below the threshold.")
+@click.option(
+    "--every", type=click.IntRange(min=1), default=8, show_default=True, help="New examples per update."
+)
+@click.option(
+    "--replay-ratio",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Older examples replayed per new example.",
+)
+@click.option("--replay-max", type=click.IntRange(min=0), default=64, show_default=True)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Allowed relative rise of the loss on older examples.",
+)
+@click.option(
+    "--ewc", type=click.FloatRange(min=0), default=0.0, show_default=True, help="EWC penalty strength."
+)
+@_training_options
+@click.pass_context
+def train_update(
+    ctx: click.Context,
+    program: str,
+    force: bool,
+    every: int,
+    replay_ratio: float,
+    replay_max: int,
+    tolerance: float,
+    ewc: float,
+    **opts: Any,
+) -> None:
+    """Incrementally update the active adapter on new examples plus replayed older ones; the
+    update is kept only if the held-out preference margin improves and older answers are retained."""
+    from minetune.train.continual import ContinualConfig, update
+
+    train_config = _train_config(**opts)
+    if opts.get("epochs") is None:
+        train_config.epochs = 2.0
+    config = ContinualConfig(
+        threshold=every,
+        replay_ratio=replay_ratio,
+        replay_max=replay_max,
+        retention_tolerance=tolerance,
+        ewc_lambda=ewc,
+        train=train_config,
+    )
+    settings, store = _settings(ctx), _store(ctx)
+    report = _run_training(
+        lambda show: update(store, settings, program, config, force=force, on_progress=show),
+        f"{program} update",
+    )
+    if report.outcome is None:
+        out.print(report.reason, highlight=False)
+        return
+    _print_outcome(report.outcome)
+    parts = []
+    if report.improvement is not None:
+        parts.append(f"improvement {report.improvement:+.4g}")
+    if report.retention is not None:
+        parts.append(f"retention {report.retention:+.1%} older-example loss")
+    if report.regression is not None:
+        parts.append(f"regression {report.regression:.0%} of held-out pairs")
+    if parts:
+        out.print("  " + " · ".join(parts), highlight=False)
+    if report.status == "cancelled":
+        raise SystemExit(130)
+
+
+@train_app.command("buffer")
+@program_option
+@click.option(
+    "--every", type=click.IntRange(min=1), default=8, show_default=True, help="New examples per update."
+)
+@click.pass_context
+def train_buffer(ctx: click.Context, program: str, every: int) -> None:
+    """Show how many new examples wait for the next incremental update."""
+    from minetune.train.continual import ContinualConfig, buffer
+
+    out.print(buffer(_store(ctx), program, ContinualConfig(threshold=every)).summary(), highlight=False)
+
+
+@train_app.command("jobs")
+@click.option("--program", "-p", help="Only this program (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with loss curves).")
+@click.pass_context
+def train_jobs(ctx: click.Context, program: str | None, as_json: bool) -> None:
+    """List local training jobs, newest first."""
+    from minetune.store.training import list_jobs
+
+    jobs = list_jobs(_store(ctx), program, kind="local")
+    if as_json:
+        rows = [
+            {
+                "id": j.id,
+                "program": name,
+                "method": j.method,
+                "status": j.status,
+                "base_model": j.base_model,
+                "examples": len(j.example_attempt_ids or []),
+                "metrics": j.metrics,
+                "hyperparameters": {
+                    k: v for k, v in (j.hyperparameters or {}).items() if k not in ("examples", "eval")
+                },
+                "loss_curve": j.loss_curve,
+                "error": j.error,
+                "created_at": j.created_at.isoformat(),
+            }
+            for j, name in jobs
+        ]
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not jobs:
+        out.print("No local training jobs yet. Start one with `minetune train`.")
+        return
+    table = Table("id", "program", "method", "status", "examples", "loss", "adapter", "note")
+    for job, name in jobs:
+        metrics = dict(job.metrics or {})
+        first, final = metrics.get("first_loss"), metrics.get("final_loss")
+        loss = f"{first:.3g} → {final:.3g}" if first is not None and final is not None else "—"
+        adapter = f"{metrics['adapter']} (v{metrics.get('version')})" if metrics.get("adapter") else "—"
+        table.add_row(
+            str(job.id),
+            name,
+            job.method,
+            job.status,
+            str(len(job.example_attempt_ids or [])),
+            loss,
+            adapter,
+            (job.error or "")[:80],
+        )
+    out.print(table)
