@@ -5,7 +5,7 @@ The data is synthetic: ``--new`` new examples plus ``--replay`` replayed older o
 ``--tokens`` tokens long (prompt and answer, as the chat template renders them). Every contender
 trains a rank-16 LoRA on all linear layers for one epoch over the same rows, in fp32 on CPU:
 
-* minetune — :func:`minetune.train.lora.fit` continuing a parent adapter (what an incremental
+* minetune — :func:`minetune.train.engines.fit` continuing a parent adapter (what an incremental
   update runs): TRL's SFTTrainer with minetune's settings (batch 4, no gradient checkpointing,
   loss on the answer only). "time to adapt" is the whole update: load the base and the parent
   adapter, set up, train, save.
@@ -49,7 +49,7 @@ def make_examples(tokenizer: Any, count: int, tokens: int, seed: int) -> list[An
     import random
 
     from minetune.train.datasets import SFTExample
-    from minetune.train.lora import encode
+    from minetune.train.rows import encode
 
     rng = random.Random(seed)
     words_pool = TEXT.split()
@@ -68,7 +68,7 @@ def make_examples(tokenizer: Any, count: int, tokens: int, seed: int) -> list[An
 
 
 def count_tokens(tokenizer: Any, examples: list[Any], max_length: int) -> int:
-    from minetune.train.lora import encode
+    from minetune.train.rows import encode
 
     return sum(len(encode(tokenizer, ex.prompt, ex.response, max_length)[0]) for ex in examples)
 
@@ -76,7 +76,8 @@ def count_tokens(tokenizer: Any, examples: list[Any], max_length: int) -> int:
 def bench_minetune(
     model_dir: Path, parent: Path, rows: list[Any], work: Path, max_length: int
 ) -> dict[str, float]:
-    from minetune.train.lora import TrainConfig, fit
+    from minetune.train.config import TrainConfig
+    from minetune.train.engines import fit
 
     config = TrainConfig(epochs=1.0, batch_size=4, rank=16, max_length=max_length, learning_rate=1e-4)
     start = time.perf_counter()
@@ -89,7 +90,7 @@ def bench_resident(
 ) -> dict[str, float]:
     """minetune's resident trainer: the base stays loaded, so an update is restore + train + save."""
     from minetune.train.fast import ResidentLoRA, Row
-    from minetune.train.lora import encode
+    from minetune.train.rows import encode
 
     trainer = ResidentLoRA.load(model_dir, device="cpu", rank=16, alpha=32)
     data = [Row(*encode(trainer.tokenizer, ex.prompt, ex.response, max_length)) for ex in rows]
@@ -105,7 +106,7 @@ def bench_trl_defaults(model_dir: Path, rows: list[Any], work: Path) -> dict[str
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from minetune.train.lora import trl_row
+    from minetune.train.rows import trl_row
 
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -139,7 +140,7 @@ def bench_plain_loop(model_dir: Path, rows: list[Any], max_length: int) -> dict[
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from minetune.train.lora import encode
+    from minetune.train.rows import encode
 
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -195,7 +196,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from fakes import build_tiny_model
-    from minetune.train.lora import TrainConfig, fit
+    from minetune.train.config import TrainConfig
+    from minetune.train.engines import fit
 
     tmp = Path(tempfile.mkdtemp(prefix="minetune-bench-"))
     model_dir = build_tiny_model(tmp / "model")

@@ -26,8 +26,10 @@ from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
 from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, NewTurn, write_import
 from minetune.store.schema import Adapter, Attempt
-from minetune.train import adapters, lora
-from minetune.train.lora import AdapterError, BaseModel, Selection, TrainConfig, TrainingError
+from minetune.train import adapters
+from minetune.train.base import BaseModel, base_from_spec, check_adapter_dir, resolve_base
+from minetune.train.config import AdapterError, TrainConfig, TrainingError
+from minetune.train.examples import Selection, examples_for
 
 SYSTEM = "You are terse."
 
@@ -216,34 +218,34 @@ def test_spec_with_adapter() -> None:
 
 def test_adapter_directory_checks() -> None:
     with pytest.raises(AdapterError, match="does not exist"):
-        lora.check_adapter_dir("/nonexistent/adapter")
+        check_adapter_dir("/nonexistent/adapter")
 
 
 def test_adapter_directory_checks_files(tmp_path: Path) -> None:
     good = fake_adapter_dir(tmp_path / "good")
-    assert lora.check_adapter_dir(good) == good
+    assert check_adapter_dir(good) == good
     (good / "adapter_model.safetensors").write_bytes(b"\x10\x00")
     with pytest.raises(AdapterError, match="weights .* are corrupt"):
-        lora.check_adapter_dir(good)
+        check_adapter_dir(good)
     (good / "adapter_model.safetensors").unlink()
     with pytest.raises(AdapterError, match="has no adapter_model.safetensors"):
-        lora.check_adapter_dir(good)
+        check_adapter_dir(good)
     (good / "adapter_config.json").write_text("[]")
     with pytest.raises(AdapterError, match="adapter_config.json is missing or invalid"):
-        lora.check_adapter_dir(good)
+        check_adapter_dir(good)
 
 
 def test_base_models_and_settings_are_checked(store: Store, settings: Settings) -> None:
-    assert lora.base_from_spec("hf:/m?adapter=/a") == BaseModel("/m")
-    assert lora.base_from_spec("/some/dir") == BaseModel("/some/dir")
-    assert lora.base_from_spec("Qwen/Qwen2.5-0.5B") == BaseModel("Qwen/Qwen2.5-0.5B")
-    assert lora.base_from_spec("vllm:Qwen/Q@http://h:8000/v1?adapter=/a") == BaseModel(
+    assert base_from_spec("hf:/m?adapter=/a") == BaseModel("/m")
+    assert base_from_spec("/some/dir") == BaseModel("/some/dir")
+    assert base_from_spec("Qwen/Qwen2.5-0.5B") == BaseModel("Qwen/Qwen2.5-0.5B")
+    assert base_from_spec("vllm:Qwen/Q@http://h:8000/v1?adapter=/a") == BaseModel(
         "Qwen/Q", "vllm", "http://h:8000/v1"
     )
     with pytest.raises(TrainingError, match="needs a local base model"):
-        lora.base_from_spec("ollama:llama3.2")
+        base_from_spec("ollama:llama3.2")
     with pytest.raises(TrainingError, match="No base model to train on"):
-        lora.resolve_base(store, settings, "default")
+        resolve_base(store, settings, "default")
     with pytest.raises(TrainingError, match="KTO needs a batch size of at least 2"):
         TrainConfig(batch_size=1).check("kto")
     with pytest.raises(TrainingError, match="rank must be at least 1; the learning rate must be above 0"):
@@ -258,11 +260,11 @@ def test_selection_picks_examples_by_conversation_and_date(store: Store, program
     other = store.start_conversation("p").id
     for i in range(3):
         add_turn(store, other, f"new {i}", [("y", 5)])
-    found = lora.examples_for(store, "p", "sft", selection=Selection(conversations=(other,)))
+    found = examples_for(store, "p", "sft", selection=Selection(conversations=(other,)))
     assert {ex.turn_id for ex in found.train + found.valid} == set(store.conversation_turn_ids(other))
     future = datetime.now(UTC) + timedelta(days=1)
-    assert lora.examples_for(store, "p", "sft", selection=Selection(since=future)).train == []
-    everything = lora.examples_for(store, "p", "sft", selection=Selection(until=future))
+    assert examples_for(store, "p", "sft", selection=Selection(since=future)).train == []
+    everything = examples_for(store, "p", "sft", selection=Selection(until=future))
     assert len(everything.train + everything.valid) == 6
     assert Selection.from_dict(Selection(since=future, conversations=(3,)).to_dict()) == Selection(
         since=future, conversations=(3,)

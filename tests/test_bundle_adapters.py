@@ -20,7 +20,7 @@ from minetune.io.bundle import ADAPTER_RECORDS, export_bundle, import_bundle, re
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store.schema import Adapter
-from minetune.train.lora import BaseModel
+from minetune.train.base import BaseModel
 
 SYSTEM = "You are terse."
 BASE = "/models/base"

@@ -20,9 +20,9 @@ from minetune.program import render_messages
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
-from minetune.train import continual, lora
+from minetune.train import continual, runs
+from minetune.train.config import TrainConfig, TrainingError
 from minetune.train.datasets import split
-from minetune.train.lora import TrainConfig, TrainingError
 
 SYSTEM = "You are a helpful assistant."
 GOOD = "Paris is the capital of France."
@@ -123,7 +123,7 @@ def test_accepted_answers_trigger_one_background_update_at_the_threshold(
     store = Store.open(settings)
     seed(store, tiny_model_dir)
     small = TrainConfig.from_dict(dict(LORA))
-    first = lora.train(store, settings, "p", method="sft", config=small)
+    first = runs.train(store, settings, "p", method="sft", config=small)
     assert first.adapter is not None
     questions = training_questions(store, N)
 

@@ -86,11 +86,13 @@ def test_bad_input(trainer: ResidentLoRA, tmp_path: Path) -> None:
 
 
 def test_fit_uses_the_resident_engine(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """``lora.fit`` with ``engine="resident"``: the same FitResult contract as the TRL path."""
+    """``engines.fit`` with ``engine="resident"``: the same FitResult contract as the TRL path."""
     import threading
 
+    from minetune.train.config import TrainConfig, TrainingError
     from minetune.train.datasets import SFTExample
-    from minetune.train.lora import EvalSets, TrainConfig, TrainingError, fit
+    from minetune.train.engines import fit
+    from minetune.train.scoring import EvalSets
 
     examples = [
         SFTExample([{"role": "user", "content": f"say the word {i}"}], "banana banana banana", turn_id=i,

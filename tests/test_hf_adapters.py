@@ -23,7 +23,7 @@ from minetune.store import adapters as adapters_db
 from minetune.store.schema import Adapter
 from minetune.train import adapters
 from minetune.train.adapters import RoutedModel, routed_model
-from minetune.train.lora import BaseModel
+from minetune.train.base import BaseModel
 from test_adapters import WordEmbedder
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # peft reads a renamed transformers property

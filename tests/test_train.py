@@ -17,8 +17,10 @@ from minetune.models import resolve_model
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
-from minetune.train import adapters, continual, lora
-from minetune.train.lora import Progress, TrainConfig, TrainingError
+from minetune.train import adapters, continual, engines, runs
+from minetune.train.config import AdapterError, Progress, TrainConfig, TrainingError
+from minetune.train.examples import examples_for
+from minetune.train.scoring import evaluate_adapter
 
 SYSTEM = "You are a helpful assistant."
 GOOD = "Paris is the capital of France."
@@ -113,7 +115,7 @@ def greedy(spec: str, question: str = "What is the capital of France?") -> str:
 # -- SFT, DPO, KTO -------------------------------------------------------------------------------------
 
 
-def _check_lineage(store: Store, outcome: lora.Outcome, model_dir: Path, method: str) -> None:
+def _check_lineage(store: Store, outcome: runs.Outcome, model_dir: Path, method: str) -> None:
     adapter = outcome.adapter
     assert adapter is not None and outcome.status == "succeeded"
     job = jobs_db.get_job(store, outcome.job.id)
@@ -141,7 +143,7 @@ def test_sft_adapter_learns_reloads_and_changes_generation(
 ) -> None:
     seed_program(store, tiny_model_dir)
     seen: list[Progress] = []
-    outcome = lora.train(store, settings, "p", method="sft", config=config(), on_progress=seen.append)
+    outcome = runs.train(store, settings, "p", method="sft", config=config(), on_progress=seen.append)
     _check_lineage(store, outcome, tiny_model_dir, "sft")
     curve = [p["train_loss"] for p in outcome.job.loss_curve]
     assert sum(curve[-4:]) / 4 < sum(curve[:4]) / 4 - 0.5, curve
@@ -165,7 +167,7 @@ def test_dpo_adapter_raises_the_preference_margin(
     store: Store, settings: Settings, tiny_model_dir: Path
 ) -> None:
     seed_program(store, tiny_model_dir)
-    outcome = lora.train(store, settings, "p", method="auto", config=config(steps=16))
+    outcome = runs.train(store, settings, "p", method="auto", config=config(steps=16))
     _check_lineage(store, outcome, tiny_model_dir, "dpo")  # auto picks DPO: 20 retry pairs
     curve = [p["train_loss"] for p in outcome.job.loss_curve]
     assert curve[0] == pytest.approx(0.6931, abs=1e-3) and curve[-1] < 0.45, curve
@@ -176,7 +178,7 @@ def test_dpo_adapter_raises_the_preference_margin(
 
 def test_kto_adapter_learns_from_ratings(store: Store, settings: Settings, tiny_model_dir: Path) -> None:
     seed_program(store, tiny_model_dir)
-    outcome = lora.train(store, settings, "p", method="kto", config=config(steps=16))
+    outcome = runs.train(store, settings, "p", method="kto", config=config(steps=16))
     _check_lineage(store, outcome, tiny_model_dir, "kto")
     curve = [p["train_loss"] for p in outcome.job.loss_curve]
     assert curve[0] == pytest.approx(0.5, abs=1e-3) and sum(curve[-4:]) / 4 < 0.45, curve
@@ -190,7 +192,7 @@ def test_cancel_keeps_the_previous_adapter_and_resume_finishes(
     store: Store, settings: Settings, tiny_model_dir: Path
 ) -> None:
     seed_program(store, tiny_model_dir)
-    first = lora.train(store, settings, "p", method="sft", config=config(steps=6))
+    first = runs.train(store, settings, "p", method="sft", config=config(steps=6))
     before = store.active_version("p")
     stop = threading.Event()
 
@@ -198,7 +200,7 @@ def test_cancel_keeps_the_previous_adapter_and_resume_finishes(
         if p.phase == "training" and p.step >= 4:
             stop.set()
 
-    cancelled = lora.train(
+    cancelled = runs.train(
         store,
         settings,
         "p",
@@ -217,13 +219,13 @@ def test_cancel_keeps_the_previous_adapter_and_resume_finishes(
     steps_done = [p["step"] for p in job.loss_curve]
     assert steps_done == [1, 2, 3, 4]
 
-    resumed = lora.resume(store, settings, job.id)
+    resumed = runs.resume(store, settings, job.id)
     assert resumed.status == "succeeded" and resumed.job.id == job.id
     assert [p["step"] for p in resumed.job.loss_curve] == list(range(1, 11))
     assert store.active_version("p").adapter == resumed.adapter.path  # type: ignore[union-attr]
     assert not checkpoints.exists()
     with pytest.raises(TrainingError, match="only cancelled or failed"):
-        lora.resume(store, settings, job.id)
+        runs.resume(store, settings, job.id)
 
 
 def test_ctrl_c_marks_the_job_cancelled_and_changes_nothing(
@@ -237,7 +239,7 @@ def test_ctrl_c_marks_the_job_cancelled_and_changes_nothing(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        lora.train(store, settings, "p", method="sft", config=config(steps=8), on_progress=interrupt)
+        runs.train(store, settings, "p", method="sft", config=config(steps=8), on_progress=interrupt)
     (job, _), *_ = jobs_db.list_jobs(store, "p", kind="local")
     assert job.status == "cancelled"
     assert store.active_version("p").id == before.id
@@ -253,9 +255,9 @@ def test_too_few_examples_is_a_clear_error(store: Store, settings: Settings, tin
     with pytest.raises(
         TrainingError, match=r"Too few SFT examples to train on: 3, at least 10 needed.*accept 7 more"
     ):
-        lora.train(store, settings, "p", method="sft", config=config())
+        runs.train(store, settings, "p", method="sft", config=config())
     with pytest.raises(TrainingError, match="Not enough rated examples"):
-        lora.train(store, settings, "p", method="auto", config=config())
+        runs.train(store, settings, "p", method="auto", config=config())
     assert jobs_db.list_jobs(store, "p", kind="local") == []
     assert store.active_version("p").id == before.id
 
@@ -264,17 +266,17 @@ def test_a_base_model_that_cannot_be_loaded(
     store: Store, settings: Settings, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     seed_program(store, tiny_model_dir)
-    trained = lora.train(store, settings, "p", method="sft", config=config(steps=4))
+    trained = runs.train(store, settings, "p", method="sft", config=config(steps=4))
     before = store.active_version("p")
     with pytest.raises(TrainingError, match="base model cannot be loaded.*no such directory"):
-        lora.train(store, settings, "p", method="sft", base=f"hf:{tmp_path / 'missing'}", config=config())
+        runs.train(store, settings, "p", method="sft", base=f"hf:{tmp_path / 'missing'}", config=config())
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     with pytest.raises(TrainingError, match=f"Could not load the base model from {broken}"):
-        lora.train(store, settings, "p", method="sft", base=str(broken), config=config())
+        runs.train(store, settings, "p", method="sft", base=str(broken), config=config())
     with pytest.raises(TrainingError, match="Local training needs a local base model"):
-        lora.train(store, settings, "p", method="sft", base="openai:gpt-4o-mini", config=config())
+        runs.train(store, settings, "p", method="sft", base="openai:gpt-4o-mini", config=config())
     jobs = jobs_db.list_jobs(store, "p", kind="local")
     assert [j.status for j, _ in jobs] == ["failed", "succeeded"]
     assert "Could not load the base model" in (jobs[0][0].error or "")
@@ -284,18 +286,18 @@ def test_a_base_model_that_cannot_be_loaded(
 
 def test_a_corrupt_adapter_directory(store: Store, settings: Settings, tiny_model_dir: Path) -> None:
     seed_program(store, tiny_model_dir)
-    first = lora.train(store, settings, "p", method="sft", config=config(steps=4))
-    second = lora.train(store, settings, "p", method="sft", config=config(steps=4))
+    first = runs.train(store, settings, "p", method="sft", config=config(steps=4))
+    second = runs.train(store, settings, "p", method="sft", config=config(steps=4))
     assert first.adapter is not None and second.adapter is not None
     active = store.active_version("p")
     weights = Path(second.adapter.path) / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(lora.AdapterError, match="corrupt"):
-        lora.train(store, settings, "p", method="sft", continue_active=True, config=config(steps=4))
-    with pytest.raises(lora.AdapterError, match="corrupt"):
+    with pytest.raises(AdapterError, match="corrupt"):
+        runs.train(store, settings, "p", method="sft", continue_active=True, config=config(steps=4))
+    with pytest.raises(AdapterError, match="corrupt"):
         adapters.switch(store, settings, "p", second.adapter.id)
     (Path(first.adapter.path) / "adapter_config.json").write_text("{}")
-    with pytest.raises(lora.AdapterError, match="adapter_config.json is missing or invalid"):
+    with pytest.raises(AdapterError, match="adapter_config.json is missing or invalid"):
         adapters.switch(store, settings, "p", first.adapter.id)
     assert store.active_version("p").id == active.id
     assert [j.status for j, _ in jobs_db.list_jobs(store, "p", kind="local")] == ["succeeded", "succeeded"]
@@ -310,17 +312,17 @@ TASK_B = "Sure, here is a short poem about the sea and the sky."
 def _sequential(store: Store, settings: Settings, model_dir: Path) -> dict[str, float]:
     """Task A (one answer style), then task B (another) with and without replaying A."""
     seed_program(store, model_dir, QUESTIONS[:12], good=TASK_A, bad=None)
-    a = lora.train(store, settings, "p", method="sft", config=config(steps=30, lr=1e-2, rank=16))
+    a = runs.train(store, settings, "p", method="sft", config=config(steps=30, lr=1e-2, rank=16))
     assert a.adapter is not None
-    found = lora.examples_for(store, "p", "sft")
+    found = examples_for(store, "p", "sft")
     task_a = found.train + found.valid
     seed_program(
         store, model_dir, QUESTIONS[12:] + [q + " Again." for q in QUESTIONS[:4]], good=TASK_B, bad=None
     )
     losses: dict[str, float] = {}
     base = str(model_dir)
-    losses["A after A"] = lora.evaluate_adapter(base, a.adapter.path, task_a)["loss"]
-    losses["A on the base model"] = lora.evaluate_adapter(base, None, task_a)["loss"]
+    losses["A after A"] = evaluate_adapter(base, a.adapter.path, task_a)["loss"]
+    losses["A on the base model"] = evaluate_adapter(base, None, task_a)["loss"]
     for ratio in (0.0, 1.0):
         adapters.switch(store, settings, "p", a.adapter.id)  # both updates start from adapter A
         train = config(steps=30, lr=1e-2, rank=16)
@@ -329,14 +331,14 @@ def _sequential(store: Store, settings: Settings, model_dir: Path) -> dict[str, 
         assert len(buf.new) >= 10 and len(buf.old) >= 10
         assert plan.replayed == (0 if ratio == 0 else min(len(buf.new), len(buf.old)))
         assert plan.parent is not None
-        outcome = lora.run(store, settings, plan)  # no gate: measure forgetting itself
+        outcome = runs.run(store, settings, plan)  # no gate: measure forgetting itself
         assert outcome.adapter is not None and outcome.adapter.parent_id == a.adapter.id
         assert set(outcome.adapter.lineage_attempt_ids) >= set(a.adapter.lineage_attempt_ids)
         task_b = buf.new
-        losses["B on the base model"] = lora.evaluate_adapter(base, None, task_b)["loss"]
+        losses["B on the base model"] = evaluate_adapter(base, None, task_b)["loss"]
         key = "with replay" if ratio else "without replay"
-        losses[f"A after B {key}"] = lora.evaluate_adapter(base, outcome.adapter.path, task_a)["loss"]
-        losses[f"B after B {key}"] = lora.evaluate_adapter(base, outcome.adapter.path, task_b)["loss"]
+        losses[f"A after B {key}"] = evaluate_adapter(base, outcome.adapter.path, task_a)["loss"]
+        losses[f"B after B {key}"] = evaluate_adapter(base, outcome.adapter.path, task_b)["loss"]
     return losses
 
 
@@ -361,7 +363,7 @@ def test_the_gate_refuses_an_update_that_prefers_rejected_answers(
     store: Store, settings: Settings, tiny_model_dir: Path
 ) -> None:
     seed_program(store, tiny_model_dir)
-    first = lora.train(store, settings, "p", method="dpo", config=config(steps=12, lr=2e-3))
+    first = runs.train(store, settings, "p", method="dpo", config=config(steps=12, lr=2e-3))
     assert first.adapter is not None
     active = store.active_version("p")
     buf = continual.buffer(store, "p")
@@ -386,7 +388,7 @@ def test_the_gate_refuses_an_update_that_prefers_rejected_answers(
 
 def test_the_gate_keeps_an_update_that_helps(store: Store, settings: Settings, tiny_model_dir: Path) -> None:
     seed_program(store, tiny_model_dir, QUESTIONS[:12])
-    first = lora.train(store, settings, "p", method="dpo", config=config(steps=6, lr=1e-3))
+    first = runs.train(store, settings, "p", method="dpo", config=config(steps=6, lr=1e-3))
     assert first.adapter is not None
     seed_program(store, tiny_model_dir, [q + " Please." for q in QUESTIONS[:10]])
     cfg = continual.ContinualConfig(threshold=8, replay_ratio=0.5, train=config(steps=12, lr=1e-3))
@@ -412,10 +414,10 @@ def test_forgetting_a_turn_taints_its_adapter_and_retraining_excludes_it(
     store: Store, settings: Settings, tiny_model_dir: Path
 ) -> None:
     seed_program(store, tiny_model_dir, QUESTIONS[:14])
-    outcome = lora.train(store, settings, "p", method="sft", config=config(steps=8))
+    outcome = runs.train(store, settings, "p", method="sft", config=config(steps=8))
     old = outcome.adapter
     assert old is not None
-    turn_id = lora.examples_for(store, "p", "sft").train[0].turn_id
+    turn_id = examples_for(store, "p", "sft").train[0].turn_id
     forgotten = {a.id for a in store.turn(turn_id).attempts}
     assert forgotten & set(old.example_attempt_ids)
     result = adapters.forget(store, turns=[turn_id])
@@ -443,7 +445,7 @@ def test_note_runs_an_update_in_the_background_when_the_buffer_is_full(
     store: Store, settings: Settings, tiny_model_dir: Path
 ) -> None:
     seed_program(store, tiny_model_dir, QUESTIONS[:12])
-    lora.train(store, settings, "p", method="dpo", config=config(steps=4, lr=1e-3))
+    runs.train(store, settings, "p", method="dpo", config=config(steps=4, lr=1e-3))
     cfg = continual.ContinualConfig(threshold=8, train=config(steps=4, lr=1e-3))
     assert continual.note(store, settings, "p", cfg) is None  # nothing new yet
     seed_program(store, tiny_model_dir, [q + " Please." for q in QUESTIONS[:10]])
@@ -474,7 +476,7 @@ def test_train_commands(store: Store, tiny_model_dir: Path) -> None:
     jobs = json.loads(runner.invoke(app, ["train", "jobs", "--json"]).output)
     assert [(j["id"], j["status"], len(j["loss_curve"])) for j in jobs] == [(1, "succeeded", 4)]
     assert "0 new SFT example(s) of 8" in runner.invoke(app, ["train", "buffer", "-p", "p"]).output
-    turn = lora.examples_for(store, "p", "sft").train[0].turn_id
+    turn = examples_for(store, "p", "sft").train[0].turn_id
     assert "Tainted adapter(s) 1" in runner.invoke(app, ["forget", str(turn)]).output
     result = runner.invoke(app, ["train", "--retrain-tainted", *args], catch_exceptions=False)
     text = " ".join(result.output.split())
@@ -492,8 +494,8 @@ def test_ewc_penalises_moving_away_from_the_parent(
     store: Store, settings: Settings, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     seed_program(store, tiny_model_dir, QUESTIONS[:12])
-    examples = lora.examples_for(store, "p", "sft").train
-    parent = lora.fit(tiny_model_dir, "sft", examples, config(steps=4), tmp_path / "parent")
+    examples = examples_for(store, "p", "sft").train
+    parent = engines.fit(tiny_model_dir, "sft", examples, config(steps=4), tmp_path / "parent")
     assert parent.adapter_dir is not None
     # The penalty is zero at the parent's weights and grows as they move.
     import torch
@@ -503,7 +505,7 @@ def test_ewc_penalises_moving_away_from_the_parent(
     model = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(parent.adapter_dir), is_trainable=True
     )
-    ewc = lora._EWC(model, AutoTokenizer.from_pretrained(str(tiny_model_dir)), examples[:4], 100.0, 96)
+    ewc = engines._EWC(model, AutoTokenizer.from_pretrained(str(tiny_model_dir)), examples[:4], 100.0, 96)
     assert float(ewc.penalty().detach()) == 0.0
     with torch.no_grad():
         for p in ewc.params.values():
@@ -512,7 +514,7 @@ def test_ewc_penalises_moving_away_from_the_parent(
     # A continued run with the penalty trains (TRL's compute_loss is wrapped) and stays closer.
     moved = {}
     for strength in (0.0, 1e4):
-        run = lora.fit(
+        run = engines.fit(
             tiny_model_dir,
             "sft",
             examples[::-1],

@@ -67,7 +67,7 @@ def _hosted_config(request: Request) -> Any:
 
 def _base_model(request: Request, store: Store, program: str) -> tuple[str | None, str | None]:
     """(the base model local training would use, or why there is none)."""
-    from minetune.train.lora import resolve_base
+    from minetune.train.base import resolve_base
 
     try:
         return resolve_base(store, server_state(request).settings, program).name, None
@@ -155,7 +155,7 @@ def start_local(
     activate: Annotated[bool, Form()] = False,
     user: str = Depends(current_user),
 ) -> Response:
-    from minetune.train.lora import TrainConfig
+    from minetune.train.config import TrainConfig
 
     program = checked_program(user_store(request, user), program)
     fields: dict[str, Any] = {

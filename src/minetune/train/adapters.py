@@ -35,22 +35,11 @@ from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
 from minetune.store.adapters import ForgetResult
 from minetune.store.schema import Adapter, ProgramVersion
+from minetune.train.base import BaseModel, base_from_spec, check_adapter_dir
+from minetune.train.config import ProgressCallback, TrainConfig, TrainingError
 from minetune.train.datasets import DEFAULT_THRESHOLD, MIN_EXAMPLES
-from minetune.train.lora import (
-    BaseModel,
-    Outcome,
-    Plan,
-    ProgressCallback,
-    Selection,
-    TrainConfig,
-    TrainingError,
-    base_from_spec,
-    check_adapter_dir,
-    default_eval_sets,
-    examples_for,
-    run,
-    train,
-)
+from minetune.train.examples import Selection, default_eval_sets, examples_for
+from minetune.train.runs import Outcome, Plan, run, train
 
 BASE = "base"  # switch target meaning "no adapter"
 ROUTE = "route"  # switch target meaning "route each message to its domain's adapter"

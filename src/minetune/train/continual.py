@@ -31,23 +31,13 @@ from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store.repo import DEFAULT_USER
 from minetune.store.schema import Adapter
+from minetune.train.base import base_for, resolve_base
+from minetune.train.config import ProgressCallback, TrainConfig, TrainingError
 from minetune.train.datasets import DEFAULT_THRESHOLD
-from minetune.train.lora import (
-    EvalSets,
-    GateDecision,
-    Outcome,
-    Plan,
-    ProgressCallback,
-    TrainConfig,
-    TrainingError,
-    base_for,
-    choose_method,
-    examples_for,
-    resolve_base,
-    run,
-    sample,
-    target_text,
-)
+from minetune.train.examples import choose_method, examples_for, sample
+from minetune.train.rows import target_text
+from minetune.train.runs import GateDecision, Outcome, Plan, run
+from minetune.train.scoring import EvalSets
 
 
 @dataclass

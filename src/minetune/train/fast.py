@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from minetune.errors import MinetuneError
+from minetune.train.base import check_adapter_dir
+from minetune.train.config import FitResult, Progress
+from minetune.train.rows import encode
+from minetune.train.scoring import EvalSets, Scorer, score
 
 # Rows of logits computed at once; bounds the fp32 cross-entropy buffer to LOSS_CHUNK x vocab.
 LOSS_CHUNK = 4096
@@ -363,12 +367,10 @@ def fit_resident(
     on_progress: Callable[[Any], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Any:
-    """:func:`minetune.train.lora.fit` for SFT on the resident trainer: same inputs, same
-    :class:`~minetune.train.lora.FitResult`, the adapter saved to ``work_dir/adapter``."""
+    """:func:`minetune.train.engines.fit` for SFT on the resident trainer: same inputs, same
+    :class:`~minetune.train.config.FitResult`, the adapter saved to ``work_dir/adapter``."""
     import math
     import shutil
-
-    from minetune.train.lora import EvalSets, FitResult, Progress, Scorer, check_adapter_dir, encode, score
 
     notify = on_progress or (lambda _p: None)
     started = time.perf_counter()
