@@ -14,7 +14,8 @@ about HTTP. A request is handled like :meth:`minetune.loop.Session.send`:
   previous answer is recorded on it: 5 stars unless the user rated it explicitly.
 
 Response ids are ``mt-<attempt id>`` (for example ``mt-42``); :func:`record_feedback` takes one to
-rate that answer, after which :func:`learn` re-optimizes the program.
+rate that answer. Praise, ratings and the learning after them go through :mod:`minetune.app.exchange`,
+exactly as for :class:`~minetune.loop.Session`.
 """
 
 from __future__ import annotations
@@ -30,34 +31,26 @@ from typing import Any
 
 import numpy as np
 
+from minetune.app import exchange
+from minetune.app.exchange import Learning, MessageTooLongError, Recorded
 from minetune.config import Settings
 from minetune.errors import MinetuneError, NotFoundError
-from minetune.feedback import PraiseDetector, parse_stars
+from minetune.feedback import PraiseDetector
 from minetune.learn.demos import Demo
-from minetune.learn.reoptimize import Learner, LearningReport
-from minetune.loop import MAX_MESSAGE_CHARS
+from minetune.learn.reoptimize import Learner
 from minetune.models.base import ChatModel, Completion, CompletionStream, Message
 from minetune.program import render_system_prompt
 from minetune.store import DEFAULT_PROGRAM, Store
-from minetune.store.exchanges import (
-    ExchangeIds,
-    attempt_program,
-    discard_exchange,
-    find_answer,
-    finish_attempt,
-    record_exchange,
-)
+from minetune.store.exchanges import ExchangeIds, discard_exchange, find_answer, finish_attempt
 from minetune.store.schema import ProgramVersion
+
+__all__ = ["Answer", "AnswerStream", "Gateway", "MessageTooLongError", "Prepared", "record_feedback"]
 
 RESPONSE_ID_PREFIX = "mt-"
 MODEL_PREFIX = "minetune/"
 SOURCE = "proxy"  # conversations.source of what the proxy stores
 _RESPONSE_ID = re.compile(r"mt-(\d{1,18})")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-
-class MessageTooLongError(MinetuneError):
-    """One message is over :data:`minetune.loop.MAX_MESSAGE_CHARS`."""
 
 
 def program_for_model(model: str | None) -> str:
@@ -122,10 +115,7 @@ def normalize_messages(raw: Sequence[Mapping[str, Any]]) -> list[Message]:
                 f"Message {position} has role {item.get('role')!r}; expected system, user or assistant."
             )
         text = _text(item.get("content"), position)
-        if len(text) > MAX_MESSAGE_CHARS:
-            raise MessageTooLongError(
-                f"Message {position} is {len(text):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
-            )
+        exchange.check_length(text, f"Message {position}")
         messages.append({"role": role, "content": text})
     if not messages or messages[-1]["role"] != "user":
         raise MinetuneError("The last message must be the user's message to answer.")
@@ -148,7 +138,7 @@ class Prepared:
     conversation_id: int | None  # the stored conversation this turn continues, if any
     previous_attempt_id: int | None  # the stored answer the client quoted as its last assistant message
     praise: str | None = None  # the praise phrase found in the message, when it praised that answer
-    praise_feedback_id: int | None = None
+    praise_feedback: Recorded | None = None
 
 
 @dataclass(frozen=True)
@@ -170,18 +160,12 @@ class Answer:
         return response_id(self.attempt_id)
 
 
-@dataclass(frozen=True)
-class RecordedFeedback:
-    feedback_id: int
-    attempt_id: int
-    program: str
-
-
 class Gateway:
     """Answers chat requests for any user's :class:`Store`; one per server (holds the praise rules)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, learning: Learning) -> None:
         self.settings = settings
+        self.learning = learning
         self.praise = PraiseDetector(settings.praise)
         self.recent = RecentAnswers()
 
@@ -205,11 +189,11 @@ class Gateway:
         quoted = next((m["content"] for m in reversed(client) if m["role"] == "assistant"), "")
         if quoted.strip():
             previous = self._find_answer(store, version.program_id, quoted)
-        praise, praise_feedback_id = None, None
+        praise, praise_feedback = None, None
         if previous is not None:
-            praise = self.praise.detect(user_message)
-            if praise is not None:
-                praise_feedback_id = record_praise(store, previous[0], user_message)
+            found = exchange.praise(store, self.learning, self.praise, previous[0], user_message)
+            if found is not None:
+                praise, praise_feedback = found
         earlier_turns = store.conversation_turn_ids(previous[1]) if previous is not None else []
         demos, embedding = Learner(store, self.settings, program).demos_for(user_message, earlier_turns)
         first_user = next(m["content"] for m in client if m["role"] == "user")
@@ -218,13 +202,13 @@ class Gateway:
             version=version,
             messages=_merge_system(render_system_prompt(version, demos), client),
             user_message=user_message,
-            title=first_user.strip().splitlines()[0][:80] if first_user.strip() else "",
+            title=exchange.title_of(first_user),
             demos=demos,
             embedding=embedding,
             conversation_id=previous[1] if previous is not None else None,
             previous_attempt_id=previous[0] if previous is not None else None,
             praise=praise,
-            praise_feedback_id=praise_feedback_id,
+            praise_feedback=praise_feedback,
         )
 
     def complete(
@@ -240,8 +224,7 @@ class Gateway:
         start = time.perf_counter()
         completion = model.complete(prepared.messages, **self._sampling(temperature, max_tokens))
         latency = (time.perf_counter() - start) * 1000
-        ids = _record(store, prepared, model.spec, completion, latency)
-        Learner(store, self.settings, prepared.program).remember_embedding(ids.turn_id, prepared.embedding)
+        ids = _record(store, self.settings, prepared, model.spec, completion, latency)
         answer = _answer(ids, model.spec, completion, latency)
         self.remember(store, prepared.version.program_id, answer)
         return answer
@@ -260,7 +243,7 @@ class Gateway:
         start = time.perf_counter()
         upstream = model.stream(prepared.messages, **self._sampling(temperature, max_tokens))
         pending = Completion(text="", model=model.spec)
-        ids = _record(store, prepared, model.spec, pending, 0.0)
+        ids = _record(store, self.settings, prepared, model.spec, pending, 0.0)
         return AnswerStream(self, store, prepared, ids, upstream, model.spec, start)
 
     def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
@@ -341,8 +324,6 @@ class AnswerStream:
                 self.ids.attempt_id,
                 **{k: fields[k] for k in ("response", "latency_ms", "prompt_tokens", "completion_tokens")},
             )
-            learner = Learner(self._store, self._gateway.settings, self._prepared.program)
-            learner.remember_embedding(self.ids.turn_id, self._prepared.embedding)
             self.answer = _answer(self.ids, self._model_spec, completion, latency)
             self._gateway.remember(self._store, self._prepared.version.program_id, self.answer)
             finished = True
@@ -351,43 +332,20 @@ class AnswerStream:
                 discard_exchange(self._store, self.ids)
 
 
-def record_praise(store: Store, attempt_id: int, message: str) -> int:
-    """Record ``message`` as praise of an attempt: 5 stars unless it was rated explicitly (then
-    the praise text only), as :class:`~minetune.loop.Session` does. Returns the feedback id."""
-    attempt = store.attempt(attempt_id)
-    rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
-    return store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message).id
-
-
-def record_feedback(store: Store, rid: str, stars: object, critique: str | None = None) -> RecordedFeedback:
-    """Rate the answer with response id ``rid`` (1-5 stars, optional critique); committed on return.
+def record_feedback(
+    store: Store, learning: Learning, rid: str, stars: object, critique: str | None = None
+) -> Recorded:
+    """Rate the answer with response id ``rid`` (1-5 stars, optional critique) through
+    :func:`minetune.app.exchange.rate`: committed on return, then learned from as everywhere else.
 
     FeedbackError for bad stars; NotFoundError, with the same message, for an id that does not
     exist and for one that belongs to another user.
     """
-    value = parse_stars(stars)
-    critique = critique.strip() if critique and critique.strip() else None
-    if critique is not None and len(critique) > MAX_MESSAGE_CHARS:
-        raise MessageTooLongError(
-            f"The critique is {len(critique):,} characters; the limit is {MAX_MESSAGE_CHARS:,}."
-        )
     attempt_id = attempt_id_of(rid)
     try:
-        program = attempt_program(store, attempt_id)
-        feedback = store.add_feedback(attempt_id, "explicit", stars=value, critique=critique)
+        return exchange.rate(store, learning, attempt_id, stars, critique)
     except NotFoundError:
         raise _unknown_response(rid) from None
-    return RecordedFeedback(feedback.id, attempt_id, program)
-
-
-def learn(
-    store: Store, settings: Settings, program: str, feedback_id: int, reflector: ChatModel | None
-) -> LearningReport | None:
-    """Re-optimize ``program`` after one feedback event (demos; a critique becomes a lesson when a
-    ``reflector`` model is given), unless ``reoptimize`` is off. Slow: run it in the background."""
-    if not settings.reoptimize:
-        return None
-    return Learner(store, settings, program).on_feedback(feedback_id, reflector)
 
 
 def _merge_system(program_prompt: str, client: list[Message]) -> list[Message]:
@@ -403,34 +361,34 @@ def _merge_system(program_prompt: str, client: list[Message]) -> list[Message]:
 
 
 def _record(
-    store: Store, prepared: Prepared, model_spec: str, completion: Completion, latency: float
+    store: Store,
+    settings: Settings,
+    prepared: Prepared,
+    model_spec: str,
+    completion: Completion,
+    latency: float,
 ) -> ExchangeIds:
-    """Store the exchange (its conversation and turn as needed) with ``completion`` as the attempt."""
-    return record_exchange(
+    """Store the exchange (its conversation and turn as needed, and the message's embedding) with
+    ``completion`` as the attempt, in one transaction."""
+    return exchange.record_answer(
         store,
-        prepared.version.program_id,
+        settings,
+        prepared.version,
         prepared.conversation_id,
         prepared.user_message,
+        _attempt_fields(prepared, model_spec, completion, latency),
         title=prepared.title,
         source=SOURCE,
-        **_attempt_fields(prepared, model_spec, completion, latency),
+        embedding=prepared.embedding,
     )
 
 
 def _attempt_fields(
     prepared: Prepared, model_spec: str, completion: Completion, latency: float
 ) -> dict[str, Any]:
-    return {
-        "demo_attempt_ids": [d.attempt_id for d in prepared.demos],
-        "version_id": prepared.version.id,
-        "model_spec": model_spec,
-        "messages": prepared.messages,
-        "response": completion.text,
-        "critique_used": None,
-        "latency_ms": round(latency, 3),
-        "prompt_tokens": completion.prompt_tokens,
-        "completion_tokens": completion.completion_tokens,
-    }
+    return exchange.attempt_fields(
+        prepared.version, model_spec, prepared.messages, completion, latency, prepared.demos
+    )
 
 
 def _answer(ids: ExchangeIds, model_spec: str, completion: Completion, latency: float) -> Answer:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from minetune.app import exchange
+from minetune.app.exchange import MAX_MESSAGE_CHARS, Learning, Recorded
 from minetune.config import Settings, load_settings
-from minetune.errors import FeedbackError, MinetuneError, NotFoundError
-from minetune.feedback import PraiseDetector, parse_stars
-from minetune.learn.demos import Demo
+from minetune.errors import FeedbackError, MinetuneError, ModelError, NotFoundError
+from minetune.feedback import PraiseDetector
 from minetune.learn.reoptimize import Learner, LearningReport
 from minetune.models import ChatModel, resolve_model
 from minetune.models.base import Completion, Message
@@ -34,7 +35,7 @@ from minetune.store import DEFAULT_PROGRAM, Store, effective_ratings
 from minetune.store.browse import conversation_program
 from minetune.store.schema import Attempt, ProgramVersion
 
-MAX_MESSAGE_CHARS = 200_000
+__all__ = ["MAX_MESSAGE_CHARS", "Response", "Session"]
 
 DeltaCallback = Callable[[str], None]
 
@@ -63,7 +64,7 @@ class Session:
         settings: Settings,
         program: str = DEFAULT_PROGRAM,
         model: str | ChatModel | None = None,
-        learn_inline: bool = True,
+        learning: Learning | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -75,11 +76,10 @@ class Session:
         self.last: Response | None = None
         self.last_praise: str | None = None
         self.last_learning: LearningReport | None = None
+        self.last_feedback: Recorded | None = None  # the newest feedback this session recorded
         self.learner = Learner(store, settings, self.program)
-        # With learn_inline off, feedback ids wait here for the caller to pass to ``learn`` later
-        # (the web server does it on a background thread so no request waits for learning).
-        self.learn_inline = learn_inline
-        self.pending_feedback: list[int] = []
+        # Inline by default; a server passes its own, which hands learning to its job runner.
+        self.learning = learning or Learning(settings, self._reflector)
 
     @classmethod
     def open(
@@ -135,27 +135,6 @@ class Session:
             assert stream.completion is not None
             completion = stream.completion
         return completion, (time.perf_counter() - start) * 1000
-
-    def _attempt_fields(
-        self,
-        version: ProgramVersion,
-        messages: list[Message],
-        completion: Completion,
-        latency: float,
-        critique: str | None,
-        demos: list[Demo],
-    ) -> dict[str, object]:
-        return {
-            "demo_attempt_ids": [d.attempt_id for d in demos],
-            "version_id": version.id,
-            "model_spec": self.model().spec,
-            "messages": messages,
-            "response": completion.text,
-            "critique_used": critique,
-            "latency_ms": round(latency, 3),
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-        }
 
     def _response(self, attempt: Attempt, version: ProgramVersion, note: str | None = None) -> Response:
         self.last = Response(
@@ -234,15 +213,20 @@ class Session:
                 on_delta(completion.text)
         else:
             completion, latency = self._generate(messages, on_delta)
-        if self.conversation_id is None:
-            title = message.strip().splitlines()[0][:80]
-            self.conversation_id = self.store.start_conversation(self.program, title=title).id
-        turn = self.store.add_turn(self.conversation_id, message)
-        attempt = self.store.add_attempt(
-            turn.id, **self._attempt_fields(version, messages, completion, latency, None, demos)
+        fields = exchange.attempt_fields(version, self.model().spec, messages, completion, latency, demos)
+        ids = exchange.record_answer(
+            self.store,
+            self.settings,
+            version,
+            self.conversation_id,
+            message,
+            fields,
+            title=exchange.title_of(message),
+            source="chat",
+            embedding=embedding,
         )
-        self.learner.remember_embedding(turn.id, embedding)
-        return self._response(attempt, version, note)
+        self.conversation_id = ids.conversation_id
+        return self._response(self.store.attempt(ids.attempt_id), version, note)
 
     def _best_of(self, message: str, messages: list[Message], n: int) -> tuple[Completion, float, str]:
         samples = [self._generate(messages, None) for _ in range(n)]
@@ -252,45 +236,35 @@ class Session:
         return completion, latency, f"best of {n}: picked sample {order[0] + 1} · {judged}"
 
     def _note_praise(self, message: str) -> str | None:
-        """If ``message`` praises the previous answer, record it (5 stars unless rated explicitly)."""
+        """If ``message`` praises the previous answer, record it (see :func:`exchange.praise`)."""
         if self.last is None:
             return None
-        matched = self.praise.detect(message)
-        if matched is None:
+        found = exchange.praise(self.store, self.learning, self.praise, self.last.attempt_id, message)
+        if found is None:
             return None
-        attempt = self.store.attempt(self.last.attempt_id)
-        rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
-        feedback = self.store.add_feedback(attempt.id, "praise", stars=None if rated else 5, text=message)
-        self._reoptimize(feedback.id)
-        self._note_accepted(None)
-        return matched
+        self._recorded(found[1])
+        return found[0]
 
-    def _reoptimize(self, feedback_id: int) -> None:
-        """Learn from one feedback event, when enabled; the feedback itself is already stored."""
-        if not self.settings.reoptimize:
-            return
-        if not self.learn_inline:
-            self.pending_feedback.append(feedback_id)
-            return
-        self.last_learning = self.learn(feedback_id)
-
-    def learn(self, feedback_id: int) -> LearningReport:
-        """Re-optimize after one stored feedback event (demos; a critique becomes a lesson)."""
+    def _reflector(self, _store: Store, _program: str) -> ChatModel | None:
+        """The model that distils critiques into rules: ``reflection_model``, else this session's;
+        None when neither can be reached (the demos are still updated)."""
         spec = self.settings.reflection_model
-        reflector = resolve_model(self.settings, spec) if spec else self.model()
-        return self.learner.on_feedback(feedback_id, reflector)
+        try:
+            return resolve_model(self.settings, spec) if spec else self.model()
+        except ModelError:
+            return None
 
-    def _note_accepted(self, stars: int | None) -> None:
-        """After an answer is accepted (``stars`` at the threshold, or None for praise): with
-        ``[continual] enabled``, let the adapter's buffer fill — its check and any incremental
-        update run on a background thread, so this never waits (errors are kept for
-        ``minetune.train.continual.last_update``, not raised)."""
-        continual = self.settings.continual
-        if not continual.enabled or (stars is not None and stars < continual.stars):
-            return
-        from minetune.train.continual import note_soon
+    def _recorded(self, recorded: Recorded) -> Recorded:
+        self.last_feedback = recorded
+        if recorded.report is not None:
+            self.last_learning = recorded.report
+        return recorded
 
-        note_soon(self.store, self.settings, self.program)
+    def learn(self, feedback_id: int) -> LearningReport | None:
+        """Re-optimize after one stored feedback event (demos; a critique becomes a lesson)."""
+        return exchange.learn(
+            self.store, self.settings, self.program, feedback_id, self._reflector(self.store, self.program)
+        )
 
     def _target(self, attempt_id: int | None) -> int:
         if attempt_id is not None:
@@ -301,14 +275,10 @@ class Session:
 
     def rate(self, stars: int | str, critique: str | None = None, attempt_id: int | None = None) -> int:
         """Rate an answer (default: the latest) 1-5 with an optional critique; returns the stars."""
-        value = parse_stars(stars)
-        critique = critique.strip() if critique and critique.strip() else None
-        feedback = self.store.add_feedback(
-            self._target(attempt_id), "explicit", stars=value, critique=critique
-        )
-        self._reoptimize(feedback.id)
-        self._note_accepted(value)
-        return value
+        recorded = exchange.rate(self.store, self.learning, self._target(attempt_id), stars, critique)
+        self._recorded(recorded)
+        assert recorded.stars is not None
+        return recorded.stars
 
     def retry(self, critique: str | None = None, on_delta: DeltaCallback | None = None) -> Response:
         """Answer the latest message again with every earlier attempt's rating and critique folded in.
@@ -324,8 +294,7 @@ class Session:
                 f"(set retry_limit in config.toml or MINETUNE_RETRY_LIMIT to allow more)."
             )
         if critique and critique.strip():
-            feedback = self.store.add_feedback(self.last.attempt_id, "explicit", critique=critique.strip())
-            self._reoptimize(feedback.id)
+            self._recorded(exchange.critique(self.store, self.learning, self.last.attempt_id, critique))
             turn = self.store.turn(self.last.turn_id)
         priors = _prior_attempts(turn.attempts)
         version = self.version
@@ -335,9 +304,10 @@ class Session:
         messages = render_messages(version, turn.user_message, history, priors, demos)
         completion, latency = self._generate(messages, on_delta)
         latest_critique = priors[-1].critique if priors else None
-        attempt = self.store.add_attempt(
-            turn.id, **self._attempt_fields(version, messages, completion, latency, latest_critique, demos)
+        fields = exchange.attempt_fields(
+            version, self.model().spec, messages, completion, latency, demos, latest_critique
         )
+        attempt = self.store.add_attempt(turn.id, **fields)
         return self._response(attempt, version)
 
     def until_five(

@@ -146,13 +146,21 @@ def _respond(call: Any) -> None:
 @click.option("--attempt", type=int, help="Attempt id (default: the newest attempt).")
 @click.pass_context
 def rate(ctx: click.Context, stars: str, critique: str | None, attempt: int | None) -> None:
-    """Rate a stored answer (the newest by default) STARS 1-5, with an optional CRITIQUE."""
+    """Rate a stored answer (the newest by default) STARS 1-5, with an optional CRITIQUE.
+
+    Learns from it exactly as `/rate` in chat does: the demos are updated, and a critique becomes
+    a rule in a new version when the program's model (or `reflection_model`) can be reached."""
     from minetune.feedback import parse_stars
+    from minetune.loop import Session
+    from minetune.store.exchanges import attempt_program
 
     value = parse_stars(stars)  # validate before touching the store
+    settings = _settings(ctx)
     store = _store(ctx)
     target = attempt if attempt is not None else store.latest_attempt_id()
     if target is None:
         raise MinetuneError("There is no stored answer to rate yet.")
-    store.add_feedback(target, "explicit", stars=value, critique=critique)
-    out.print(f"Rated attempt {target}: {value}★")
+    with Session(store, settings, attempt_program(store, target), settings.model) as session:
+        session.rate(value, critique, attempt_id=target)
+        out.print(f"Rated attempt {target}: {value}★")
+        _print_learning(session.last_learning)

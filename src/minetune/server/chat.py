@@ -5,8 +5,8 @@ Answers stream as NDJSON (one JSON object per line: ``delta`` events, then ``don
 ``error``). The model runs on a worker thread that feeds a queue; the response iterates that
 queue from Starlette's thread pool, so the event loop never waits on the model. Errors before the
 first event (unknown ids, no model, the retry limit) are plain JSON errors with a 4xx/5xx status.
-Learning from feedback (demo sync, critique → lesson) runs on the server's background pool after
-the response has been written, one job at a time per program.
+Learning from feedback (demo sync, critique → lesson) runs in the background after the response
+has been written, one job at a time per program (:mod:`minetune.server.learning`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from minetune import review
 from minetune.errors import MinetuneError, ModelError, NotFoundError
 from minetune.loop import MAX_MESSAGE_CHARS, DeltaCallback, Session
 from minetune.server.auth import current_user
+from minetune.server.learning import server_learning
 from minetune.server.state import ServerState
 from minetune.server.webutil import not_found_as_404, program_page, server_state, user_store
 from minetune.store import DEFAULT_PROGRAM, Store, browse
@@ -70,7 +71,7 @@ def model_status(state: ServerState, store: Store, program: str) -> tuple[str | 
 
 
 def _session(state: ServerState, store: Store, program: str, need_model: bool = True) -> Session:
-    """A Session on ``program`` that leaves learning to the caller (see ``_learn_later``)."""
+    """A Session on ``program`` whose learning runs in the background (see ``server_learning``)."""
     spec = store.active_version(program).model_spec  # an unknown program is a NotFoundError (404)
     model = None
     try:
@@ -78,39 +79,15 @@ def _session(state: ServerState, store: Store, program: str, need_model: bool = 
     except MinetuneError as exc:
         if need_model:
             raise HTTPException(status_code=503, detail=str(exc)) from exc
-    return Session(store, state.settings, program, model=model, learn_inline=False)
+    return Session(store, state.settings, program, model=model, learning=server_learning(state))
 
 
-_LEARN_LOCKS: dict[tuple[int, int, str], threading.Lock] = {}
-_LEARN_LOCKS_GUARD = threading.Lock()
-
-
-def _learn(session: Session, feedback_ids: list[int]) -> None:
-    key = (id(session.store.db), session.store.user_id, session.program)
-    with _LEARN_LOCKS_GUARD:
-        lock = _LEARN_LOCKS.setdefault(key, threading.Lock())
-    with lock:  # one learning job at a time per program: versions are numbered in order
-        for feedback_id in feedback_ids:
-            try:
-                report = session.learn(feedback_id)
-            except MinetuneError as exc:
-                log.warning("Learning from feedback %s skipped: %s", feedback_id, exc)
-            except Exception:
-                log.exception("Learning from feedback %s failed", feedback_id)
-            else:
-                if report.rule:
-                    log.info("Learned a rule for %s (v%s): %s", session.program, report.version, report.rule)
-
-
-def _learn_later(state: ServerState, session: Session) -> str:
-    """Hand the session's pending feedback to the background pool: 'queued', 'none' or 'off'."""
-    if not state.settings.reoptimize:
+def _learning(session: Session) -> str:
+    """What happened to learning from the feedback this request recorded: 'queued', 'none' or 'off'."""
+    if not session.settings.reoptimize:
         return "off"
-    pending, session.pending_feedback = session.pending_feedback, []
-    if not pending:
-        return "none"
-    state.submit(_learn, session, pending)
-    return "queued"
+    recorded = session.last_feedback  # a Session lives for one request
+    return "queued" if recorded is not None and recorded.queued else "none"
 
 
 # -- streaming -------------------------------------------------------------------------------------
@@ -177,15 +154,13 @@ def _check_critique(critique: str | None) -> str | None:
     return critique
 
 
-def _answer(
-    store: Store, session: Session, state: ServerState, turn_id: int, attempt_id: int
-) -> dict[str, Any]:
+def _answer(store: Store, session: Session, turn_id: int, attempt_id: int) -> dict[str, Any]:
     return {
         "program": session.program,
         "conversation_id": session.conversation_id,
         "attempt_id": attempt_id,
         "turn": review.turn(store, turn_id).as_dict(),
-        "learning": _learn_later(state, session),
+        "learning": _learning(session),
     }
 
 
@@ -276,7 +251,7 @@ def send_message(request: Request, body: SendBody, user: str = Depends(current_u
     def work(on_delta: DeltaCallback) -> dict[str, Any]:
         previous = session.last.attempt_id if session.last is not None else None
         response = session.send(message, on_delta=on_delta)
-        result = _answer(store, session, state, response.turn_id, response.attempt_id)
+        result = _answer(store, session, response.turn_id, response.attempt_id)
         result["praise"] = None
         if session.last_praise and previous is not None:
             praised = review.attempt(store, previous)
@@ -299,7 +274,7 @@ def rate_attempt(
         session = _session(state, store, program, need_model=False)
         stars = session.rate(body.stars, critique, attempt_id=attempt_id)
         view = review.attempt(store, attempt_id)
-    return {"stars": stars, "attempt": view.as_dict(), "learning": _learn_later(state, session)}
+    return {"stars": stars, "attempt": view.as_dict(), "learning": _learning(session)}
 
 
 @router.post("/api/attempts/{attempt_id}/retry")
@@ -318,7 +293,7 @@ def retry_attempt(
 
     def work(on_delta: DeltaCallback) -> dict[str, Any]:
         response = session.retry(critique, on_delta=on_delta)
-        return _answer(store, session, state, response.turn_id, response.attempt_id) | {"praise": None}
+        return _answer(store, session, response.turn_id, response.attempt_id) | {"praise": None}
 
     return _stream(work)
 

@@ -25,20 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from minetune.app.exchange import MAX_MESSAGE_CHARS, MessageTooLongError
 from minetune.errors import MinetuneError, ModelError, NotFoundError
-from minetune.gateway import (
-    AnswerStream,
-    Gateway,
-    MessageTooLongError,
-    learn,
-    model_name,
-    program_for_model,
-    record_feedback,
-)
-from minetune.loop import MAX_MESSAGE_CHARS
+from minetune.gateway import AnswerStream, Gateway, model_name, program_for_model, record_feedback
 from minetune.server.auth import current_user
+from minetune.server.learning import server_learning
 from minetune.server.state import ServerState
-from minetune.store import DEFAULT_PROGRAM, Store
+from minetune.store import DEFAULT_PROGRAM
 
 router = APIRouter(prefix="/v1", tags=["proxy"])
 log = logging.getLogger(__name__)
@@ -119,7 +112,8 @@ def _gateway(request: Request) -> Gateway:
         with _gateway_lock:
             gateway = getattr(request.app.state, "gateway", None)
             if gateway is None:
-                gateway = request.app.state.gateway = Gateway(_state(request).settings)
+                state = _state(request)
+                gateway = request.app.state.gateway = Gateway(state.settings, server_learning(state))
     return gateway
 
 
@@ -174,8 +168,6 @@ def chat_completions(
     max_tokens = body.max_completion_tokens or body.max_tokens
     try:
         prepared = gateway.prepare(store, program, [m.model_dump() for m in body.messages])
-        if prepared.praise_feedback_id is not None:
-            state.submit(_learn, state, store, program, prepared.praise_feedback_id)
         model = state.model(prepared.version.model_spec, store, program)
         if body.stream:
             stream = gateway.stream(
@@ -257,24 +249,11 @@ def feedback(
     body = _parse(FeedbackRequest, raw)
     if isinstance(body, JSONResponse):
         return body
-    state = _state(request)
-    store = state.store(user)
+    store = _state(request).store(user)
     try:
-        recorded = record_feedback(store, body.response_id, body.stars, body.critique)
+        recorded = record_feedback(
+            store, _gateway(request).learning, body.response_id, body.stars, body.critique
+        )
     except MinetuneError as exc:
         return _failure(exc)
-    state.submit(_learn, state, store, recorded.program, recorded.feedback_id)
     return {"ok": True, "feedback_id": recorded.feedback_id}
-
-
-def _learn(state: ServerState, store: Store, program: str, feedback_id: int) -> None:
-    """Background: re-optimize after feedback; the reflection model is resolved only if it can be."""
-    try:
-        try:
-            spec = state.settings.reflection_model or store.active_version(program).model_spec
-            reflector = state.model(spec, store, program)
-        except MinetuneError:
-            reflector = None  # no model to distil critiques with: demos are still updated
-        learn(store, state.settings, program, feedback_id, reflector)
-    except Exception:  # a background failure must not vanish silently
-        log.exception("learning from feedback %s of program %r failed", feedback_id, program)

@@ -27,12 +27,27 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
+        # Erasure (minetune forget): deleted rows are zeroed, not left in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
     finally:
         cursor.close()
 
 
+def _sqlite_autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own implicit BEGIN is deferred; switch it off so ``_sqlite_begin`` decides.
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Every transaction takes SQLite's write lock up front (``BEGIN IMMEDIATE``), waiting up to the
+    busy timeout: read-then-write numbering (turn index, attempt number, version number) cannot
+    interleave, and a deferred transaction can never fail to upgrade with "database is locked".
+    The price: transactions that only read queue behind a writer too, so keep every one short."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, full sync and foreign keys."""
+    """An engine for ``url``; SQLite files get WAL, full sync, foreign keys and immediate transactions."""
     try:
         if url.startswith("sqlite"):
             db_path = url.split("///", 1)[-1]
@@ -40,6 +55,8 @@ def make_engine(url: str) -> Engine:
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url)
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_autocommit_driver)
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         if url.startswith("postgresql://") or url.startswith("postgres://"):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -82,16 +99,22 @@ def migrate(engine: Engine) -> None:
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
         if sqlite:  # batch migrations recreate tables; foreign keys are checked again afterwards
-            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            conn.commit()
+            _outside_transaction(conn, "PRAGMA foreign_keys=OFF")
         with conn.begin():
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                 raise StoreError("The database has broken references after migrating; it was left unchanged.")
         if sqlite:
-            conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-            conn.commit()
+            _outside_transaction(conn, "PRAGMA foreign_keys=ON")
+
+
+def _outside_transaction(conn: Connection, statement: str) -> None:
+    """Run a SQLite PRAGMA that is a no-op inside a transaction, on the driver connection directly
+    (it is in autocommit mode: transactions are begun only by ``_sqlite_begin``)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(statement)
 
 
 def open_engine(url: str) -> Engine:

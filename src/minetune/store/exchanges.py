@@ -1,4 +1,4 @@
-"""Store helpers for the learning proxy: one exchange (conversation, turn, attempt) in one
+"""Store helpers for exchanges: one exchange (conversation, turn, attempt, embedding) in one
 transaction, finding the stored attempt a client quotes back, and the program of an attempt.
 
 Plain repository functions over a :class:`~minetune.store.repo.Store`, scoped to its user; each
@@ -10,14 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, update
 
 from minetune.errors import NotFoundError
-from minetune.store.repo import Store
-from minetune.store.schema import Attempt, Conversation, Program, Turn
-
-_INDEX_RETRIES = 3  # two requests continuing one conversation at once may race for a turn index
+from minetune.store.repo import Store, next_turn_index
+from minetune.store.schema import Attempt, Conversation, Program, Turn, TurnEmbedding
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,15 @@ def find_answer(
     return (row[0], row[1]) if row is not None else None
 
 
+@dataclass(frozen=True)
+class Embedding:
+    """A turn embedding to store with the exchange: raw float32 bytes, embedder name, dimensions."""
+
+    vector: bytes
+    model: str
+    dim: int
+
+
 def record_exchange(
     store: Store,
     program_id: int,
@@ -62,56 +68,45 @@ def record_exchange(
     user_message: str,
     *,
     title: str = "",
-    source: str = "proxy",
+    source: str = "chat",
+    embedding: Embedding | None = None,
     **attempt_fields: Any,
 ) -> ExchangeIds:
-    """Store a user message and its first attempt, continuing ``conversation_id`` (when it is one
-    of this program's) or starting a new conversation; one transaction."""
-    for tries in range(1, _INDEX_RETRIES + 1):
-        try:
-            return _record(store, program_id, conversation_id, user_message, title, source, attempt_fields)
-        except IntegrityError:
-            if conversation_id is None or tries == _INDEX_RETRIES:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _record(
-    store: Store,
-    program_id: int,
-    conversation_id: int | None,
-    user_message: str,
-    title: str,
-    source: str,
-    attempt_fields: dict[str, Any],
-) -> ExchangeIds:
+    """Store a user message, its first attempt and its embedding in one transaction, continuing
+    ``conversation_id`` (when it is one of this program's; one deleted meanwhile starts afresh) or
+    starting a new conversation titled ``title``. The turn index is taken under a row lock."""
     with store.db.transaction() as s:
         owned = s.scalar(select(Program.id).where(Program.id == program_id, Program.user_id == store.user_id))
         if owned is None:
             raise NotFoundError(f"No program with id {program_id}.")
-        index = 0
         if conversation_id is not None:
             found = s.scalar(
                 select(Conversation.id).where(
                     Conversation.id == conversation_id, Conversation.program_id == program_id
                 )
             )
-            if found is None:  # deleted meanwhile: start afresh rather than fail the request
-                conversation_id = None
-            else:
-                last = s.scalar(select(func.max(Turn.index)).where(Turn.conversation_id == conversation_id))
-                index = 0 if last is None else last + 1
+            conversation_id = found
         new = conversation_id is None
         if conversation_id is None:
             conversation = Conversation(program_id=program_id, title=title[:500], source=source)
             s.add(conversation)
             s.flush()
             conversation_id = conversation.id
-        turn = Turn(conversation_id=conversation_id, index=index, user_message=user_message)
+        turn = Turn(
+            conversation_id=conversation_id,
+            index=next_turn_index(s, conversation_id),
+            user_message=user_message,
+        )
         s.add(turn)
         s.flush()
         attempt = Attempt(turn_id=turn.id, number=1, **attempt_fields)
         s.add(attempt)
+        if embedding is not None:
+            s.add(
+                TurnEmbedding(
+                    turn_id=turn.id, model=embedding.model, dim=embedding.dim, vector=embedding.vector
+                )
+            )
         s.flush()
         return ExchangeIds(conversation_id, turn.id, attempt.id, new)
 

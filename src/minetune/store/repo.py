@@ -233,8 +233,7 @@ class Store:
     def add_turn(self, conversation_id: int, user_message: str) -> Turn:
         with self.db.transaction() as s:
             conv = self._owned(s, Conversation, conversation_id)
-            index = s.scalar(select(func.count()).select_from(Turn).where(Turn.conversation_id == conv.id))
-            turn = Turn(conversation_id=conv.id, index=index or 0, user_message=user_message)
+            turn = Turn(conversation_id=conv.id, index=next_turn_index(s, conv.id), user_message=user_message)
             s.add(turn)
             s.flush()
             return turn
@@ -243,8 +242,7 @@ class Store:
         """Store one attempt; ``number`` is assigned in order within the turn."""
         with self.db.transaction() as s:
             turn = self._owned(s, Turn, turn_id)
-            count = s.scalar(select(func.count()).select_from(Attempt).where(Attempt.turn_id == turn.id))
-            attempt = Attempt(turn_id=turn.id, number=(count or 0) + 1, **fields)
+            attempt = Attempt(turn_id=turn.id, number=next_attempt_number(s, turn.id), **fields)
             s.add(attempt)
             s.flush()
             return attempt
@@ -633,6 +631,8 @@ def new_version(s: Session, prog: Program, note: str, activate: bool, **changes:
     unknown = set(changes) - set(_VERSION_FIELDS)
     if unknown:
         raise StoreError(f"Unknown version fields: {', '.join(sorted(unknown))}")
+    _lock_row(s, Program, prog.id)
+    s.refresh(prog, ["active_version_id"])  # another transaction may have moved it while we waited
     parent = s.get(ProgramVersion, prog.active_version_id)
     assert parent is not None
     latest = s.scalar(select(func.max(ProgramVersion.number)).where(ProgramVersion.program_id == prog.id))
@@ -645,6 +645,28 @@ def new_version(s: Session, prog: Program, note: str, activate: bool, **changes:
     if activate:
         prog.active_version_id = version.id
     return version
+
+
+def _lock_row(s: Session, model: type[Any], row_id: int) -> None:
+    """Lock a parent row for the rest of the transaction before numbering its children, so two
+    writers cannot pick the same number (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite every
+    transaction already holds the write lock, see :func:`minetune.store.db.make_engine`)."""
+    s.execute(select(model.id).where(model.id == row_id).with_for_update())
+
+
+def next_turn_index(s: Session, conversation_id: int) -> int:
+    """The index for a new turn of a conversation: one past the highest (forgotten turns leave
+    gaps, never duplicates). Locks the conversation row."""
+    _lock_row(s, Conversation, conversation_id)
+    last = s.scalar(select(func.max(Turn.index)).where(Turn.conversation_id == conversation_id))
+    return 0 if last is None else last + 1
+
+
+def next_attempt_number(s: Session, turn_id: int) -> int:
+    """The number for a new attempt of a turn, in order from 1. Locks the turn row."""
+    _lock_row(s, Turn, turn_id)
+    last = s.scalar(select(func.max(Attempt.number)).where(Attempt.turn_id == turn_id))
+    return (last or 0) + 1
 
 
 def effective_ratings(feedback: Any) -> dict[int, int]:
