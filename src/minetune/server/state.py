@@ -24,14 +24,20 @@ class ServerState:
     _stores: dict[str, Store] = field(default_factory=dict)
     _models: dict[tuple[Any, ...], ChatModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    # Re-optimization and training run here so they never hold up a request.
+    # Small chores off the request path (warming the embedder). Learning, continual updates and
+    # training are jobs of minetune.app.jobs instead: rows every process sees, serialised per program.
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="minetune-bg")
     )
 
     @classmethod
     def open(cls, settings: Settings, auth_required: bool, model: ChatModel | None = None) -> ServerState:
-        return cls(settings, Database(open_engine(settings.resolved_database_url)), auth_required, model)
+        """Open the database and mark jobs whose process died ``interrupted`` (crash recovery)."""
+        from minetune.app.jobs import recover
+
+        db = Database(open_engine(settings.resolved_database_url))
+        recover(db)
+        return cls(settings, db, auth_required, model)
 
     def store(self, user: str) -> Store:
         """The Store bound to ``user``: every query it makes is scoped to that user."""
@@ -75,6 +81,8 @@ class ServerState:
         return model
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run a chore in the background. Not for learning or training: use
+        :func:`minetune.app.jobs.submit_learning` / :func:`minetune.app.jobs.submit`."""
         return self.background.submit(fn, *args, **kwargs)
 
     def close(self) -> None:

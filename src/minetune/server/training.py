@@ -11,18 +11,11 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from minetune.errors import MinetuneError
+from minetune.server import training_runs as runs_of
 from minetune.server.auth import current_user
 from minetune.server.charts import loss_chart
 from minetune.server.templating import render
-from minetune.server.training_runs import (
-    TrainingRun,
-    TrainingRuns,
-    hosted_work,
-    local_work,
-    poll_hosted,
-    registry,
-    start,
-)
+from minetune.server.training_runs import hosted_work, local_work
 from minetune.server.webutil import (
     PathId,
     ProgramForm,
@@ -47,16 +40,15 @@ HIDDEN_HYPERPARAMETERS = ("examples", "eval")
 
 async def _lifespan(app: FastAPI) -> Any:
     yield
-    registry(app.state).cancel_local()  # a local run stops after its current step, keeping a checkpoint
+    # This process's local runs stop after their current step, keeping a checkpoint.
+    from minetune.app.jobs import runner
+
+    runner().cancel_all(kinds=runs_of.LOCAL_KINDS)
 
 
 router = APIRouter(lifespan=_lifespan)
 
 RunId = Annotated[str, Path(max_length=64)]
-
-
-def _runs(request: Request) -> TrainingRuns:
-    return registry(request.app.state)
 
 
 def _hosted_config(request: Request) -> Any:
@@ -109,7 +101,6 @@ def training_page(
         hosted = {"base_url": config.base_url, "key": bool(config.api_key), "problem": None}
     except MinetuneError as exc:
         hosted = {"base_url": None, "key": False, "problem": str(exc)}
-    runs = _runs(request).of(user, program)
     return program_page(
         request,
         "training.html",
@@ -121,21 +112,20 @@ def training_page(
         base_problem=base_problem,
         adapter=active_adapter(store, program),
         hosted=hosted,
-        live=next((r for r in runs if r.active), None),
+        live=runs_of.live(store, program),
         jobs=[_job_row(job, name) for job, name in jobs_db.list_jobs(store, program)],
     )
 
 
 def _launch(
-    request: Request, user: str, program: str, kind: str, method: str, work: Callable[[TrainingRun], None]
+    request: Request, user: str, program: str, kind: str, method: str, work: Callable[[Any], Any]
 ) -> Response:
-    """Begin a run (409 while one of this kind is active), start ``work`` in the background and
-    reply 202 with the run and where to follow its progress."""
-    runs = _runs(request)
-    run = runs.begin(user, program, kind, method)
-    start(server_state(request), run, work, runs)
+    """Start ``work`` as a ``kind`` job (409 while one of its kind is active) and reply 202 with
+    the run and where to follow its progress."""
+    state = server_state(request)
+    run = runs_of.start(user_store(request, user), state.settings, program, kind, work, method)
     payload = run.as_dict() | {"progress": f"/training/runs/{run.id}"}
-    return done(request, page_url("/training", program=run.program), payload, status=202)
+    return done(request, page_url("/training", program=run.record.program), payload, status=202)
 
 
 @router.post("/training/local")
@@ -175,7 +165,8 @@ def start_local(
         "activate": activate,
         "threshold": threshold,
     }
-    return _launch(request, user, program, "local", method, local_work(server_state(request), options))
+    work = local_work(server_state(request).settings, options)
+    return _launch(request, user, program, "train", method, work)
 
 
 @router.post("/training/hosted")
@@ -200,34 +191,21 @@ def start_hosted(
         "n_epochs": epochs,
         "threshold": threshold,
     }
-    work = hosted_work(server_state(request), config, options)
+    work = hosted_work(server_state(request).settings, config, options)
     return _launch(request, user, program, "hosted", method, work)
 
 
 @router.get("/training/runs/{run_id}")
 def run_progress(request: Request, run_id: RunId, user: str = Depends(current_user)) -> JSONResponse:
-    run = _runs(request).get(user, run_id)
-    if run.kind == "hosted":
-        poll_hosted(server_state(request), run, _hosted_config(request))
-    return JSONResponse(run.as_dict())
+    return JSONResponse(runs_of.get(user_store(request, user), run_id).as_dict())
 
 
 @router.post("/training/runs/{run_id}/cancel")
 def cancel_run(request: Request, run_id: RunId, user: str = Depends(current_user)) -> Response:
-    run = _runs(request).get(user, run_id)
-    if not run.active:
-        raise bad_request(f"The run has already {run.status}; there is nothing to cancel.", status=409)
-    if run.kind == "local":
-        run.cancel.set()
-        run.phase = "cancelling"
-    elif run.job_id is not None:
-        from minetune.train import hosted
-
-        job = hosted.cancel(user_store(request, user), run.job_id, _hosted_config(request))
-        run.phase = job.status
-        if job.done:
-            run.finish(job.status, error=job.error)
-    return done(request, page_url("/training", program=run.program), run.as_dict())
+    store = user_store(request, user)
+    run = runs_of.get(store, run_id)
+    run = runs_of.cancel(store, server_state(request).settings, run, lambda: _hosted_config(request))
+    return done(request, page_url("/training", program=run.record.program), run.as_dict())
 
 
 def _svg(svg: str) -> Response:
@@ -236,10 +214,12 @@ def _svg(svg: str) -> Response:
 
 @router.get("/training/runs/{run_id}/loss.svg")
 def run_loss_chart(request: Request, run_id: RunId, user: str = Depends(current_user)) -> Response:
-    run = _runs(request).get(user, run_id)
-    points: list[Any] = list(run.curve)
-    if not run.active and run.job_id is not None:
-        points = list(jobs_db.get_job(user_store(request, user), run.job_id).loss_curve or []) or points
+    store = user_store(request, user)
+    run = runs_of.get(store, run_id)
+    points: list[Any] = run.curve
+    if not run.active and run.record.training_job_id is not None:
+        with not_found_as_404():
+            points = list(jobs_db.get_job(store, run.record.training_job_id).loss_curve or []) or points
     return _svg(loss_chart("chart-loss", f"Loss · {run.kind} {run.method.upper()}", points))
 
 
@@ -262,7 +242,10 @@ def _job(request: Request, user: str, job_id: int) -> tuple[TrainingJob, str]:
 def job_page(request: Request, job_id: PathId, user: str = Depends(current_user)) -> Response:
     job, program = _job(request, user, job_id)
     hyper = {k: _shown(v) for k, v in (job.hyperparameters or {}).items() if k not in HIDDEN_HYPERPARAMETERS}
-    live = next((r for r in _runs(request).of(user, program) if r.job_id == job.id and r.active), None)
+    store = user_store(request, user)
+    live = next(
+        (r for r in runs_of.runs(store, program) if r.record.training_job_id == job.id and r.active), None
+    )
     return render(
         request,
         "training_job.html",

@@ -1,229 +1,200 @@
-"""Training runs started from the web: background work, live progress in memory, one at a time.
+"""Training runs on the web page: job rows of the job runner (:mod:`minetune.app.jobs`), so a run
+started by the CLI or by another server process shows here with live progress, and a cancel
+from here reaches it wherever it runs.
 
-A run wraps one library call — :func:`minetune.train.lora.train` for a local LoRA adapter or
-:func:`minetune.train.hosted.start` for a hosted fine-tuning job — submitted to the server's
-background pool. The request that starts it waits until the job is recorded (or the library
-refused it: too few examples, no base model, ...), so errors come back at once as a 4xx.
-Progress lives in memory (the job row holds the final loss curve); a hosted job's status is
-fetched from the provider when its progress is asked for, at most once per poll interval.
-Each user has at most one active run of each kind.
+A run is one job: a local LoRA run (``train``, ``retrain`` or a ``continual`` update) or a hosted
+fine-tuning job (``hosted``: upload, create, then poll the provider until it finishes). The
+request that starts one waits until the job has begun (or was refused: too few examples, no
+base model, ...), so refusals come back at once as a 4xx and leave no row behind. Each user has
+at most one active run of each kind (local or hosted).
 """
 
 from __future__ import annotations
 
-import secrets
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
 
-from minetune.errors import MinetuneError
-from minetune.server.state import ServerState
+from minetune.app import jobs
+from minetune.app.jobs import JobContext, JobEnded
+from minetune.config import Settings
+from minetune.errors import MinetuneError, NotFoundError
 from minetune.store import Store
-from minetune.store import training as jobs_db
+from minetune.store import jobs as jobs_db
+from minetune.store.jobs import JobRecord
 
-START_WAIT_S = 30.0  # how long a start request waits for the job to be recorded
-KEEP_FINISHED = 20  # finished runs kept in memory per user
-HOSTED_ACTIVE = frozenset({"uploading", "validating_files", "queued", "running"})
-FINISHED = frozenset({"succeeded", "failed", "rejected", "cancelled"})
+START_WAIT_S = 30.0  # how long a start request waits for the job to begin
+LOCAL_KINDS = ("train", "retrain", "continual")
+STARTED_BY_HAND = ("train", "retrain")  # one of these at a time per user (continual is automatic)
+MIN_POLL_S = 0.5  # a hosted job is polled at most this often, whatever the configured interval
 
 
-@dataclass
-class TrainingRun:
-    """One run's live state. ``status``: queued, running, succeeded, failed, rejected or cancelled."""
+@dataclass(frozen=True)
+class RunView:
+    """What the page and ``/training/runs/{id}`` show of one job."""
 
-    id: str
-    user: str
-    program: str
-    kind: str  # local | hosted
-    method: str
-    status: str = "queued"
-    phase: str = "queued"
-    step: int = 0
-    total: int = 0
-    loss: float | None = None
-    job_id: int | None = None
-    version: int | None = None
-    error: str | None = None
-    warning: str | None = None
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    last_poll: float = 0.0
-    poll_lock: threading.Lock = field(default_factory=threading.Lock)
+    record: JobRecord
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def kind(self) -> str:
+        return "hosted" if self.record.kind == "hosted" else "local"
+
+    @property
+    def method(self) -> str:
+        return str(self.record.result.get("method") or self.record.payload.get("method") or "auto")
 
     @property
     def active(self) -> bool:
-        return self.status not in FINISHED
+        return self.record.active
 
-    def finish(self, status: str, *, error: str | None = None, version: int | None = None) -> None:
-        self.status, self.phase = status, status
-        self.error = error
-        self.version = version if version is not None else self.version
-        self.finished_at = time.time()
-        self.ready.set()
+    @property
+    def status(self) -> str:
+        record = self.record
+        if not record.active and record.result.get("status") == "rejected":
+            return "rejected"  # the gate kept the old adapter
+        return record.status
+
+    @property
+    def phase(self) -> str:
+        if not self.active:
+            return self.status
+        if self.record.cancel_requested:
+            return "cancelling"
+        return str(self.record.progress.get("phase") or "queued")
+
+    @property
+    def curve(self) -> list[dict[str, Any]]:
+        return [p for p in self.record.progress.get("curve") or [] if isinstance(p, dict)]
 
     def as_dict(self) -> dict[str, Any]:
+        record, progress = self.record, self.record.progress
+        ended = record.finished_at or jobs_db.utcnow()
+        began = record.started_at or record.created_at
         return {
-            "run": self.id,
-            "program": self.program,
+            "run": record.id,
+            "program": record.program,
             "kind": self.kind,
+            "job_kind": record.kind,
             "method": self.method,
             "status": self.status,
             "phase": self.phase,
-            "step": self.step,
-            "total": self.total,
-            "loss": self.loss,
+            "step": int(progress.get("step") or 0),
+            "total": int(progress.get("total") or 0),
+            "loss": progress.get("loss"),
             "points": len(self.curve),
-            "job": self.job_id,
-            "version": self.version,
-            "error": self.error,
-            "warning": self.warning,
+            "job": record.training_job_id,
+            "version": record.result.get("version"),
+            "error": record.error,
+            "warning": progress.get("message"),
+            "owner": record.owner,
             "done": not self.active,
-            "elapsed_s": round((self.finished_at or time.time()) - self.started_at, 1),
+            "elapsed_s": round(max(0.0, (_aware(ended) - _aware(began)).total_seconds()), 1),
         }
 
 
-class TrainingRuns:
-    """Every run this server process started, by id."""
+def _aware(value: Any) -> Any:
+    from datetime import UTC
 
-    def __init__(self) -> None:
-        self._runs: dict[str, TrainingRun] = {}
-        self._lock = threading.Lock()
-
-    def begin(self, user: str, program: str, kind: str, method: str) -> TrainingRun:
-        """Register a new run, or 409 when this user already has an active run of this kind."""
-        with self._lock:
-            for run in self._runs.values():
-                if run.user == user and run.kind == kind and run.active:
-                    job = f"job {run.job_id}" if run.job_id is not None else "starting"
-                    raise HTTPException(
-                        status_code=409,
-                        detail=f"A {kind} training job is already running ({job}, program {run.program!r}); "
-                        "wait for it to finish or cancel it first.",
-                    )
-            run = TrainingRun(secrets.token_hex(8), user, program, kind, method)
-            self._runs[run.id] = run
-            self._prune(user)
-            return run
-
-    def _prune(self, user: str) -> None:
-        finished = sorted(
-            (r for r in self._runs.values() if r.user == user and not r.active), key=lambda r: r.started_at
-        )
-        for run in finished[:-KEEP_FINISHED]:
-            del self._runs[run.id]
-
-    def discard(self, run: TrainingRun) -> None:
-        with self._lock:
-            self._runs.pop(run.id, None)
-
-    def get(self, user: str, run_id: str) -> TrainingRun:
-        """The run if it is this user's, else 404."""
-        with self._lock:
-            run = self._runs.get(run_id)
-        if run is None or run.user != user:
-            raise HTTPException(status_code=404, detail=f"No training run {run_id!r}.")
-        return run
-
-    def of(self, user: str, program: str | None = None) -> list[TrainingRun]:
-        """This user's runs (optionally of one program), newest first."""
-        with self._lock:
-            runs = [r for r in self._runs.values() if r.user == user and program in (None, r.program)]
-        return sorted(runs, key=lambda r: r.started_at, reverse=True)
-
-    def cancel_local(self) -> None:
-        """Ask every local run to stop after its current step (the server is shutting down)."""
-        with self._lock:
-            for run in self._runs.values():
-                if run.kind == "local":
-                    run.cancel.set()
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-_REGISTRY_LOCK = threading.Lock()
+def _kinds(kind: str) -> tuple[str, ...]:
+    return ("hosted",) if kind == "hosted" else LOCAL_KINDS
 
 
-def registry(app_state: Any) -> TrainingRuns:
-    """The app's run registry (created on first use)."""
-    with _REGISTRY_LOCK:
-        runs = getattr(app_state, "training_runs", None)
-        if runs is None:
-            runs = TrainingRuns()
-            app_state.training_runs = runs
-        return runs
+def runs(store: Store, program: str | None = None, limit: int = 20) -> list[RunView]:
+    """This user's training runs (optionally of one program), newest first."""
+    return [
+        RunView(r) for r in jobs_db.list_jobs(store, program, kinds=("hosted", *LOCAL_KINDS), limit=limit)
+    ]
 
 
-def start(
-    state: ServerState, run: TrainingRun, work: Callable[[TrainingRun], None], runs: TrainingRuns
-) -> None:
-    """Submit ``work`` and wait until it has recorded its job or failed; a failure before any job
-    was recorded is a 400 with the library's message (and the run is forgotten)."""
-    state.submit(_guarded, work, run)
-    run.ready.wait(START_WAIT_S)
-    if run.status == "failed" and run.job_id is None:
-        runs.discard(run)
-        raise HTTPException(status_code=400, detail=run.error or "Training could not start.")
+def live(store: Store, program: str) -> RunView | None:
+    """The program's active training run (from any process), if any: the running one first."""
+    active = jobs_db.list_jobs(store, program, kinds=("hosted", *LOCAL_KINDS), statuses=jobs_db.ACTIVE)
+    active.sort(key=lambda r: (r.status != "running", r.id))
+    return RunView(active[0]) if active else None
 
 
-def _guarded(work: Callable[[TrainingRun], None], run: TrainingRun) -> None:
+def get(store: Store, run_id: str) -> RunView:
+    """The run if it is this user's, else 404."""
     try:
-        work(run)
-    except MinetuneError as exc:
-        run.finish("failed", error=str(exc))
-    except Exception as exc:  # a background thread has nobody else to tell
-        run.finish(
-            "failed", error=f"Training failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        record = jobs_db.get(store, int(run_id))
+    except (ValueError, NotFoundError):
+        raise HTTPException(status_code=404, detail=f"No training run {run_id!r}.") from None
+    if record.kind not in ("hosted", *LOCAL_KINDS):
+        raise HTTPException(status_code=404, detail=f"No training run {run_id!r}.")
+    return RunView(record)
+
+
+def start(store: Store, settings: Settings, program: str, kind: str, work: jobs.Work, method: str) -> RunView:
+    """Submit ``work`` as a ``kind`` job (409 while this user has an active run of its kind) and
+    wait until it has begun, queued behind another job of the program, or failed; a failure
+    before it did anything is a 400 with the library's message, and its row is removed."""
+    label = "hosted" if kind == "hosted" else "local"
+    busy_kinds = ("hosted",) if kind == "hosted" else STARTED_BY_HAND
+    busy = jobs_db.list_jobs(store, kinds=busy_kinds, statuses=jobs_db.ACTIVE, limit=1)
+    if busy:
+        other = busy[0]
+        job = f"job {other.training_job_id}" if other.training_job_id is not None else "starting"
+        raise HTTPException(
+            status_code=409,
+            detail=f"A {label} training job is already running ({job}, program {other.program!r}); "
+            "wait for it to finish or cancel it first.",
         )
+    handle = jobs.runner(settings).submit(store, program, kind, work, payload={"method": method})
+    assert handle is not None
+    handle.settled.wait(START_WAIT_S)
+    record = handle.record()
+    if record.status == "failed" and record.training_job_id is None and not record.progress:
+        jobs_db.discard(store, record.id)
+        raise HTTPException(status_code=400, detail=record.error or "Training could not start.")
+    return RunView(record)
+
+
+def cancel(store: Store, settings: Settings, run: RunView, hosted_config: Callable[[], Any]) -> RunView:
+    """Cancel a run: a local one stops after its current step (wherever it runs); a hosted one is
+    cancelled at the provider now and its job ends at once."""
+    if not run.active:
+        raise HTTPException(
+            status_code=409, detail=f"The run has already {run.status}; there is nothing to cancel."
+        )
+    jobs.runner(settings).cancel(store, run.id)
+    training_job = run.record.training_job_id
+    if run.kind == "hosted" and training_job is not None:
+        from minetune.train import hosted
+
+        job = hosted.cancel(store, training_job, hosted_config())
+        if job.done:
+            jobs_db.finish(
+                store, run.id, "cancelled" if job.status == "cancelled" else "failed", error=job.error
+            )
+    return RunView(jobs_db.get(store, run.id))
 
 
 # -- local LoRA ----------------------------------------------------------------------------------
 
 
-def newest_job_id(store: Store) -> int:
-    jobs = jobs_db.list_jobs(store)
-    return jobs[0][0].id if jobs else 0
+def local_work(settings: Settings, options: dict[str, Any]) -> jobs.Work:
+    """The job's work for a local LoRA run with ``options`` for :func:`minetune.train.lora.train`."""
 
+    def work(ctx: JobContext) -> Any:
+        from minetune.train.runs import train
 
-def _job_started_after(store: Store, program: str, watermark: int) -> int | None:
-    ids = [
-        job.id
-        for job, _ in jobs_db.list_jobs(store, program, kind="local")
-        if job.id > watermark and job.status == "running"
-    ]
-    return min(ids) if ids else None
-
-
-def local_work(state: ServerState, options: dict[str, Any]) -> Callable[[TrainingRun], None]:
-    """The background call for a local LoRA run with ``options`` for :func:`lora.train`."""
-
-    def work(run: TrainingRun) -> None:
-        from minetune.train import lora
-
-        store = state.store(run.user)
-        watermark = newest_job_id(store)
-
-        def on_progress(progress: lora.Progress) -> None:
-            if run.job_id is None:
-                run.job_id = _job_started_after(store, run.program, watermark)
-            run.status, run.phase = "running", progress.phase
-            run.step, run.total = progress.step, progress.total
-            if progress.loss is not None:
-                run.loss = progress.loss
-                run.curve.append({"step": progress.step, "train_loss": progress.loss})
-            run.ready.set()
-
-        outcome = lora.train(
-            store, state.settings, run.program, on_progress=on_progress, cancel=run.cancel, **options
-        )
-        run.job_id = outcome.job.id
-        run.method = outcome.job.method
-        error = None if outcome.status == "succeeded" else outcome.job.error
-        run.finish(outcome.status, error=error, version=outcome.version)
+        with jobs.training_progress(ctx) as on_progress:
+            outcome = train(
+                ctx.store, settings, ctx.program, on_progress=on_progress, cancel=ctx.cancel, **options
+            )
+        ctx.result.update(jobs.outcome_result(ctx, outcome))
+        if outcome.status in ("cancelled", "failed"):
+            ctx.ended_as(outcome.status, outcome.job.error if outcome.status == "failed" else None)
+        return outcome
 
     return work
 
@@ -231,50 +202,43 @@ def local_work(state: ServerState, options: dict[str, Any]) -> Callable[[Trainin
 # -- hosted fine-tuning ------------------------------------------------------------------------------
 
 
-def hosted_work(state: ServerState, config: Any, options: dict[str, Any]) -> Callable[[TrainingRun], None]:
-    """The background call that uploads the examples and creates a hosted job."""
+def hosted_work(settings: Settings, config: Any, options: dict[str, Any]) -> jobs.Work:
+    """The job's work for a hosted run: upload and create the provider's job, then follow it until
+    it finishes (step, loss curve and status on the job row); a cancel stops the following."""
 
-    def work(run: TrainingRun) -> None:
+    def work(ctx: JobContext) -> Any:
         from minetune.train import hosted
 
-        job = hosted.start(state.store(run.user), run.program, config=config, **options)
+        job = hosted.start(ctx.store, ctx.program, config=config, **options)
         assert job is not None  # no confirm callback: never declined
-        run.job_id = job.id
-        run.status, run.phase = "running", job.status
-        run.last_poll = time.monotonic()
-        run.ready.set()
+        ctx.link_training_job(job.id)
+        ctx.result.update({"method": job.method, "training_job": job.id})
+        ctx.progress(phase=job.status, force=True)
 
-    return work
-
-
-def poll_hosted(state: ServerState, run: TrainingRun, config: Any) -> None:
-    """Fetch a hosted job's status and events when the poll interval has passed (one at a time)."""
-    if run.kind != "hosted" or not run.active or run.job_id is None:
-        return
-    if time.monotonic() - run.last_poll < config.poll_interval or not run.poll_lock.acquire(blocking=False):
-        return
-    try:
-        from minetune.train import hosted
-
-        def on_update(job: Any, events: list[dict[str, Any]]) -> None:
+        def on_update(view: Any, events: list[dict[str, Any]]) -> None:
             for event in events:
                 data = event.get("data")
                 if event.get("type") == "metrics" and isinstance(data, dict) and "step" in data:
-                    run.step = int(data["step"])
-                    run.total = int(data.get("total_steps") or run.total)
                     loss = data.get("train_loss")
-                    if isinstance(loss, int | float):
-                        run.loss = float(loss)
+                    ctx.progress(
+                        step=int(data["step"]),
+                        total=int(data.get("total_steps") or 0) or None,
+                        loss=float(loss) if isinstance(loss, int | float) else None,
+                    )
 
-        job = hosted.follow(
-            state.store(run.user), run.job_id, config, on_update, max_polls=1, poll_interval=0
-        )
-        run.phase, run.warning = job.status, None
-        run.curve = list(job.loss_curve)
-        if job.done:
-            run.finish(job.status, error=job.error, version=job.version)
-    except MinetuneError as exc:
-        run.warning = f"Could not check the job at the provider: {exc}"
-    finally:
-        run.last_poll = time.monotonic()
-        run.poll_lock.release()
+        interval = max(float(config.poll_interval), MIN_POLL_S)
+        while not job.done:
+            if ctx.cancel.wait(interval):
+                raise jobs.Cancelled()
+            try:
+                job = hosted.follow(ctx.store, job.id, config, on_update, max_polls=1, poll_interval=0)
+            except MinetuneError as exc:
+                ctx.progress(message=f"Could not check the job at the provider: {exc}")
+                continue
+            ctx.progress(phase=job.status, curve=list(job.loss_curve), force=True)
+        ctx.result["version"] = job.version
+        if job.status != "succeeded":
+            raise JobEnded("cancelled" if job.status == "cancelled" else "failed", error=job.error)
+        return {"status": job.status}
+
+    return work
