@@ -305,7 +305,9 @@ class JobRunner:
         with self._lock:
             self._queues.setdefault(key, deque()).append(item)
             worker = self._workers.get(key)
-            if worker is None or not worker.is_alive():
+            if worker is not None and worker.is_alive():
+                handle.settled.set()  # queued behind this process's job of the program
+            else:
                 worker = threading.Thread(
                     target=self._drain, args=(key,), name=f"minetune-job-{record.program}", daemon=True
                 )
