@@ -6,10 +6,28 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from minetune.config import Settings, load_settings
 
-out = Console(soft_wrap=True)  # long lines (paths) are not broken at the terminal width
+PIPED_TABLE_WIDTH = 1000  # columns a table may take when stdout is not a terminal
+
+
+class CommandOutput(Console):
+    """Standard output. Long lines (paths) are not broken at the terminal width, and when stdout
+    is not a terminal (a pipe, a file, a script) tables keep their natural width instead of being
+    squeezed to 80 columns, so piped output is complete whatever COLUMNS says."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if not self.is_terminal and any(isinstance(o, Table) for o in objects):
+            # Console.print never renders wider than the console: render on a wide twin instead.
+            wide = Console(file=self.file, width=PIPED_TABLE_WIDTH, soft_wrap=True, no_color=self.no_color)
+            wide.print(*objects, **kwargs)
+            return
+        super().print(*objects, **kwargs)
+
+
+out = CommandOutput(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # one error = one line, however narrow the terminal
 
 MODEL_HELP = (
