@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from fakes import FakeOpenAI
+from minetune.app import jobs as app_jobs
 from minetune.config import ContinualSettings, Settings, load_settings
 from minetune.errors import ConfigError
 from minetune.loop import Session
 from minetune.program import render_messages
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
+from minetune.store import jobs as job_rows
 from minetune.store import training as jobs_db
 from minetune.train import continual, runs
 from minetune.train.config import TrainConfig, TrainingError
@@ -145,7 +147,7 @@ def test_accepted_answers_trigger_one_background_update_at_the_threshold(
     with Session(store, settings, "p", model=f"openai-compatible:fake@{fake_llm.base_url}") as chat:
         chat.send("A question answered badly?")
         chat.rate(2)  # not accepted: nothing is noted
-        assert continual.running(settings, "p") is None
+        assert job_rows.list_jobs(store, "p", kinds=["continual"]) == []
         for i, question in enumerate(questions):
             chat.new_conversation()
             rated.append(chat.send(question).attempt_id)
@@ -154,25 +156,23 @@ def test_accepted_answers_trigger_one_background_update_at_the_threshold(
             else:  # the last one is accepted by praise
                 chat.send("Perfect, thanks!")
                 assert chat.last_praise is not None
-            check = continual.running(settings, "p")
             if i < N - 1:  # below the threshold the background check finds nothing to do
-                if check is not None:
-                    check.join(60)
+                checks = app_jobs.runner().wait_idle(store, "p", timeout=60)
+                assert checks and all(c.result.get("status") == "waiting" for c in checks), checks
                 assert not started.is_set()
         # The N-th accepted answer started the update, and the chat has moved on while it waits.
         assert started.wait(60)
         assert updates == ["p"]
         assert len(adapters_db.list_adapters(store, "p")) == 1
-        worker = continual.running(settings, "p")
-        assert worker is not None and worker.is_alive()
+        (worker,) = job_rows.list_jobs(store, "p", kinds=["continual"], statuses=["running"])
+        assert worker.progress.get("phase") in (None, "loading")  # held before training
         release.set()
-        worker.join(120)
-        assert not worker.is_alive()
+        assert not app_jobs.runner().wait(store, worker.id, 120).active
 
     store = Store.open(settings)
-    report = continual.last_update(settings, "p")
-    assert isinstance(report, continual.UpdateReport), report
-    assert report.status == "updated", report.reason
+    report = app_jobs.last_update(store, "p")
+    assert report is not None and report.status == "succeeded", report
+    assert report.result["status"] == "updated", report.result
     assert updates == ["p"]  # exactly one update
     jobs = jobs_db.list_jobs(store, "p", kind="local")
     assert len(jobs) == jobs_before + 1
@@ -196,8 +196,8 @@ def test_off_by_default_and_errors_are_recorded_not_raised(
     spec = f"openai-compatible:fake@{fake_llm.base_url}"
     fake_llm.queue("one", "two")
     noted: list[str] = []
-    real = continual.note_soon
-    monkeypatch.setattr(continual, "note_soon", lambda store, settings, program: noted.append(program))
+    real = app_jobs.note_accepted
+    monkeypatch.setattr(app_jobs, "note_accepted", lambda store, settings, program: noted.append(program))
     plain = load_settings(reoptimize=False)
     assert plain.continual.enabled is False
     with Session.open(model=spec, reoptimize=False) as chat:
@@ -206,18 +206,18 @@ def test_off_by_default_and_errors_are_recorded_not_raised(
     assert noted == []  # nothing noted, nothing imported for training
 
     # On, but the program's model is not a local base: the chat carries on and the reason is kept.
-    monkeypatch.setattr(continual, "note_soon", real)
+    monkeypatch.setattr(app_jobs, "note_accepted", real)
     settings = continual_settings()
     store = Store.open(settings)
     store.create_program("remote", SYSTEM, spec)
     with Session(store, settings, "remote") as chat:
         chat.send("hello again")
         assert chat.rate(5) == 5
-        worker = continual.running(settings, "remote")
-        if worker is not None:
-            worker.join(60)
-    error = continual.last_update(settings, "remote")
-    assert isinstance(error, TrainingError) and "needs a local base model" in str(error)
+    app_jobs.runner().wait_idle(store, "remote", timeout=60)
+    error = app_jobs.last_update(store, "remote")
+    assert error is not None and error.status == "failed", error
+    assert "needs a local base model" in (error.error or "")
+    store.close()
 
 
 def test_continual_settings_from_config_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

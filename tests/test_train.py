@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from minetune.app import jobs
 from minetune.config import Settings, load_settings
 from minetune.models import resolve_model
 from minetune.store import Store
@@ -104,6 +105,12 @@ def seed_program(
         answers: list[tuple[str, int | None]] = [(bad, 1)] if bad else []
         add_turn(store, conv, q, answers + [(good, 5)])
     return conv
+
+
+def variants(count: int, questions: list[str] = QUESTIONS, tag: str = "take") -> list[str]:
+    """``count`` × ``questions`` distinct questions (the first copy as is): 80 of them put 8 prompt
+    groups in the 10% validation split, the gate's minimum of held-out pairs."""
+    return [f"{q} ({tag} {i})" if i else q for i in range(count) for q in questions]
 
 
 def greedy(spec: str, question: str = "What is the capital of France?") -> str:
@@ -331,7 +338,8 @@ def _sequential(store: Store, settings: Settings, model_dir: Path) -> dict[str, 
         assert len(buf.new) >= 10 and len(buf.old) >= 10
         assert plan.replayed == (0 if ratio == 0 else min(len(buf.new), len(buf.old)))
         assert plan.parent is not None
-        outcome = runs.run(store, settings, plan)  # no gate: measure forgetting itself
+        plan.gate = None  # no gate: measure forgetting itself
+        outcome = runs.run(store, settings, plan)
         assert outcome.adapter is not None and outcome.adapter.parent_id == a.adapter.id
         assert set(outcome.adapter.lineage_attempt_ids) >= set(a.adapter.lineage_attempt_ids)
         task_b = buf.new
@@ -362,12 +370,12 @@ def test_replay_keeps_task_a_while_learning_task_b(
 def test_the_gate_refuses_an_update_that_prefers_rejected_answers(
     store: Store, settings: Settings, tiny_model_dir: Path
 ) -> None:
-    seed_program(store, tiny_model_dir)
+    seed_program(store, tiny_model_dir, variants(4))
     first = runs.train(store, settings, "p", method="dpo", config=config(steps=12, lr=2e-3))
     assert first.adapter is not None
     active = store.active_version("p")
     buf = continual.buffer(store, "p")
-    assert buf.method == "dpo" and buf.new == [] and len(buf.old) == 18 and len(buf.valid) == 2
+    assert buf.method == "dpo" and buf.new == [] and len(buf.old) == 72 and len(buf.valid) == 8
     assert not buf.ready
     assert continual.update(store, settings, "p").status == "waiting"
     swapped = [dataclasses.replace(ex, chosen=ex.rejected, rejected=ex.chosen) for ex in buf.old]
@@ -377,7 +385,7 @@ def test_the_gate_refuses_an_update_that_prefers_rejected_answers(
     assert report.status == "rejected"
     assert "did not improve" in report.reason and "previous adapter stays active" in report.reason
     assert report.improvement is not None and report.improvement < 0
-    assert report.regression == 1.0 and report.gate["held_out"] == 2
+    assert report.regression == 1.0 and report.gate["held_out"] == 8
     job = jobs_db.get_job(store, report.outcome.job.id)  # type: ignore[union-attr]
     assert job.status == "rejected" and job.error == report.reason
     assert job.metrics["gate"]["accepted"] is False
@@ -387,10 +395,10 @@ def test_the_gate_refuses_an_update_that_prefers_rejected_answers(
 
 
 def test_the_gate_keeps_an_update_that_helps(store: Store, settings: Settings, tiny_model_dir: Path) -> None:
-    seed_program(store, tiny_model_dir, QUESTIONS[:12])
+    seed_program(store, tiny_model_dir, variants(2))
     first = runs.train(store, settings, "p", method="dpo", config=config(steps=6, lr=1e-3))
     assert first.adapter is not None
-    seed_program(store, tiny_model_dir, [q + " Please." for q in QUESTIONS[:10]])
+    seed_program(store, tiny_model_dir, variants(2, [q + " Please." for q in QUESTIONS]))
     cfg = continual.ContinualConfig(threshold=8, replay_ratio=0.5, train=config(steps=12, lr=1e-3))
     buf = continual.buffer(store, "p", cfg)
     assert buf.ready and len(buf.new) >= 8
@@ -399,7 +407,8 @@ def test_the_gate_keeps_an_update_that_helps(store: Store, settings: Settings, t
     assert report.status == "updated", report.reason
     assert report.improvement is not None and report.improvement > 0
     assert report.retention is not None and report.retention <= 0.05
-    assert report.regression is not None
+    assert report.regression is not None and report.gate["held_out"] >= 8
+    assert report.gate["p_value"] <= 0.05 and "sign test" in report.reason
     adapter = report.outcome.adapter  # type: ignore[union-attr]
     assert adapter is not None and adapter.parent_id == first.adapter.id
     assert adapter.metrics["replayed"] == min(round(0.5 * len(buf.new)), len(buf.old)) > 0
@@ -447,18 +456,21 @@ def test_note_runs_an_update_in_the_background_when_the_buffer_is_full(
     seed_program(store, tiny_model_dir, QUESTIONS[:12])
     runs.train(store, settings, "p", method="dpo", config=config(steps=4, lr=1e-3))
     cfg = continual.ContinualConfig(threshold=8, train=config(steps=4, lr=1e-3))
-    assert continual.note(store, settings, "p", cfg) is None  # nothing new yet
+    check = jobs.note_accepted(store, settings, "p", cfg)
+    assert check is not None and check.wait(60)
+    assert check.value is None and check.record().result["status"] == "waiting"  # nothing new yet
     seed_program(store, tiny_model_dir, [q + " Please." for q in QUESTIONS[:10]])
-    thread = continual.note(store, settings, "p", cfg)
-    assert thread is not None
-    assert continual.note(store, settings, "p", cfg) is None  # one update of a program at a time
-    thread.join(timeout=120)
-    report = continual.last_update(settings, "p")
-    assert isinstance(report, continual.UpdateReport), report
+    handle = jobs.note_accepted(store, settings, "p", cfg)
+    assert handle is not None and handle.wait(120)
+    report = handle.value
+    assert isinstance(report, continual.UpdateReport), handle.record()
     assert report.status in ("updated", "rejected") and report.improvement is not None
     (job, _), *_ = jobs_db.list_jobs(store, "p", kind="local")
     assert job.hyperparameters["kind"] == "update" and job.hyperparameters["replayed"] > 0
     assert job.status == ("succeeded" if report.status == "updated" else "rejected")
+    row = handle.record()
+    assert row.status == "succeeded" and row.training_job_id == job.id
+    assert row.result["status"] == report.status
 
 
 def test_train_commands(store: Store, tiny_model_dir: Path) -> None:

@@ -125,9 +125,9 @@ def note_accepted(store: Store, settings: Settings, program: str) -> None:
     the background (it never blocks the caller; its errors are kept, not raised)."""
     if not settings.continual.enabled:
         return
-    from minetune.train.continual import note_soon
+    from minetune.app import jobs
 
-    note_soon(store, settings, program)
+    jobs.note_accepted(store, settings, program)
 
 
 # -- feedback -----------------------------------------------------------------------------------

@@ -14,10 +14,9 @@ replayed sample of the examples it already learned (``replay_ratio`` per new exa
 
 A refused update leaves the previous adapter active and records the reason in the job. Every
 update reports improvement, retention (relative change of the older-example loss) and regression
-(the share of held-out pairs whose margin fell). :func:`note` starts an update in a background
-thread when the buffer is full — call it after recording feedback. :func:`note_soon` does even
-the buffer check in the background; the chat loop calls it after each accepted answer when
-``[continual] enabled = true`` (:class:`minetune.config.ContinualSettings`).
+(the share of held-out pairs whose margin fell). Updates run in the background as ``continual`` jobs of
+the job runner (:func:`minetune.app.jobs.note_accepted`, called after each accepted answer when
+``[continual] enabled = true``, :class:`minetune.config.ContinualSettings`).
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ from typing import Any
 from minetune.config import ContinualSettings, Settings
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
-from minetune.store.repo import DEFAULT_USER
 from minetune.store.schema import Adapter
-from minetune.train.base import base_for, resolve_base
+from minetune.train.base import base_for
 from minetune.train.config import ProgressCallback, TrainConfig, TrainingError
 from minetune.train.datasets import DEFAULT_THRESHOLD
 from minetune.train.examples import choose_method, examples_for, sample
@@ -306,118 +304,3 @@ def update(
     outcome = run(store, settings, plan, on_progress=on_progress, cancel=cancel, gate=gate(config))
     status = {"succeeded": "updated"}.get(outcome.status, outcome.status)
     return UpdateReport(status, buf, outcome)
-
-
-# -- background updates ------------------------------------------------------------------------------
-
-# (home, user, program) -> the thread checking or updating that program in this process.
-_RUNNING: dict[tuple[str, str, str], threading.Thread] = {}
-_AGAIN: set[tuple[str, str, str]] = set()  # noted while a check ran: check once more afterwards
-_LAST: dict[tuple[str, str, str], UpdateReport | BaseException] = {}
-_LOCK = threading.Lock()
-
-
-def _key(settings: Settings, user: str, program: str) -> tuple[str, str, str]:
-    return (str(settings.home), user, program)
-
-
-def note(
-    store: Store, settings: Settings, program: str, config: ContinualConfig | None = None
-) -> threading.Thread | None:
-    """After new feedback: when ``program``'s buffer is full and no update of it is running in this
-    process, start one in a background thread (with its own store connection) and return it."""
-    config = config or ContinualConfig()
-    key = _key(settings, store.user_name, program)
-    with _LOCK:
-        running = _RUNNING.get(key)
-        if running is not None and running.is_alive():
-            _AGAIN.add(key)
-            return None
-        try:
-            if not buffer(store, program, config).ready:
-                return None
-        except TrainingError:
-            return None
-
-        def work() -> None:
-            own = Store.open(settings, store.user_name)
-            try:
-                _LAST[key] = update(own, settings, program, config)
-            except BaseException as exc:  # recorded for last_update(); the job row has the details
-                _LAST[key] = exc
-            finally:
-                own.close()
-
-        thread = threading.Thread(target=work, name=f"minetune-update-{program}", daemon=True)
-        _RUNNING[key] = thread
-        thread.start()
-        return thread
-
-
-def note_soon(
-    store: Store, settings: Settings, program: str, config: ContinualConfig | None = None
-) -> threading.Thread | None:
-    """Like :func:`note`, but never blocks the caller: the buffer check runs in a background thread
-    too, which then runs the update itself when the buffer is full. If a check or update of
-    ``program`` is already running in this process, it checks once more when it is done (and None
-    is returned). Errors are recorded for :func:`last_update`, never raised."""
-    key = _key(settings, store.user_name, program)
-    with _LOCK:
-        running = _RUNNING.get(key)
-        if running is not None and running.is_alive():
-            _AGAIN.add(key)
-            return None
-
-        def work() -> None:
-            own: Store | None = None
-            try:
-                while True:
-                    with _LOCK:
-                        _AGAIN.discard(key)
-                    try:
-                        own = own or Store.open(settings, store.user_name)
-                        _check_and_update(own, settings, program, config, key)
-                    except BaseException as exc:  # recorded, never raised into the chat
-                        _LAST[key] = exc
-                    with _LOCK:
-                        if key not in _AGAIN:
-                            _RUNNING.pop(key, None)
-                            return
-            finally:
-                if own is not None:
-                    own.close()
-
-        thread = threading.Thread(target=work, name=f"minetune-continual-{program}", daemon=True)
-        _RUNNING[key] = thread
-        thread.start()
-        return thread
-
-
-def _check_and_update(
-    store: Store, settings: Settings, program: str, config: ContinualConfig | None, key: tuple[str, str, str]
-) -> None:
-    from minetune.models.spec import is_routed
-
-    if is_routed(store.active_version(program).model_spec):
-        raise TrainingError(
-            f"{program!r} routes between domain adapters, so continual updates are off for it; "
-            "update a domain's adapter with `minetune adapter create DOMAIN` instead."
-        )
-    resolve_base(store, settings, program)  # no local base model: say so instead of checking the buffer
-    config = config or ContinualConfig.from_settings(settings.continual)
-    if buffer(store, program, config).ready:
-        _LAST[key] = update(store, settings, program, config)
-
-
-def running(settings: Settings, program: str, user: str = DEFAULT_USER) -> threading.Thread | None:
-    """The background check or update of ``program`` running in this process, if any."""
-    thread = _RUNNING.get(_key(settings, user, program))
-    return thread if thread is not None and thread.is_alive() else None
-
-
-def last_update(
-    settings: Settings, program: str, user: str = DEFAULT_USER
-) -> UpdateReport | BaseException | None:
-    """The result of the newest background update of ``program`` in this process (or the error
-    that stopped its newest check), if any."""
-    return _LAST.get(_key(settings, user, program))
