@@ -149,6 +149,7 @@ class FakeFineTune:
     def __init__(self, api_key: str = "sk-test-fine-tune-key") -> None:
         self.api_key = api_key
         self.uploads: list[Upload] = []
+        self.deleted_files: list[str] = []  # ids removed with DELETE /v1/files/{id}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.job_events: dict[str, list[dict[str, Any]]] = {}
         self.create_bodies: list[dict[str, Any]] = []
@@ -327,6 +328,8 @@ def _make_handler(fake: FakeFineTune) -> type[BaseHTTPRequestHandler]:
             with fake._lock:
                 if method == "POST" and path == "/v1/files":
                     self._upload(body)
+                elif method == "DELETE" and len(parts) == 4 and parts[:3] == ["", "v1", "files"]:
+                    self._delete_file(parts[3])
                 elif method == "POST" and path == "/v1/fine_tuning/jobs":
                     self._create(body)
                 elif method == "GET" and path == "/v1/fine_tuning/jobs":
@@ -481,6 +484,18 @@ def _make_handler(fake: FakeFineTune) -> type[BaseHTTPRequestHandler]:
             job["finished_at"] = int(time.time())
             fake._event(job_id, "Fine-tuning job cancelled")
             self._json(200, job)
+
+        def _delete_file(self, file_id: str) -> None:
+            kept = [u for u in fake.uploads if u.id != file_id]
+            if len(kept) == len(fake.uploads):
+                self._error(404, f"No such File object: {file_id}", "invalid_request_error")
+                return
+            fake.uploads[:] = kept
+            fake.deleted_files.append(file_id)
+            self._json(200, {"id": file_id, "object": "file", "deleted": True})
+
+        def do_DELETE(self) -> None:  # noqa: N802 - stdlib name
+            self._route("DELETE")
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             self._route("GET")

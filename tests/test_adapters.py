@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from minetune.cli import app
 from minetune.config import Settings, load_settings
-from minetune.errors import ModelError, NotFoundError
+from minetune.errors import MinetuneError, ModelError, NotFoundError
 from minetune.models import parse_spec, resolve_model
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
@@ -312,7 +312,7 @@ def test_forgetting_a_turn_deletes_derived_links_and_taints_descendants(
     assert store.existing_attempt_ids(gone) == set()
     with pytest.raises(NotFoundError, match=f"No turn with id {turn_id}"):
         adapters.forget(store, turns=[turn_id])
-    with pytest.raises(TrainingError, match="Say what to forget"):
+    with pytest.raises(MinetuneError, match="Say what to forget"):
         adapters.forget(store)
 
 

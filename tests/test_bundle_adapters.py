@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from minetune.app.forget import forget
 from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError
 from minetune.io.bundle import ADAPTER_RECORDS, export_bundle, import_bundle, read_manifest
@@ -85,7 +86,7 @@ def build(store: Store, settings: Settings) -> dict[str, Any]:
     a = publish(store, settings, ids[:2])
     b = publish(store, settings, [ids[2]], parent=a.id)
     c = publish(store, settings, [ids[3]], domain="home", activate=False)
-    forgotten = adapters_db.forget(store, turn_ids=[store.attempt(ids[1]).turn_id])
+    forgotten = forget(store, settings, turns=[store.attempt(ids[1]).turn_id])
     assert sorted(forgotten.tainted_adapters) == [a.id, b.id]
     d = publish(store, settings, [ids[0], ids[2]], replaces=b.id)
     return {"a": a, "b": b, "c": c, "d": d}
@@ -173,7 +174,7 @@ def test_adapter_records_round_trip_with_lineage_and_files(tmp_path: Path) -> No
     assert active.sources["parent_adapter"] is None
     # The lineage holds real attempt ids of the new store: forgetting a turn taints D there.
     d_turns = adapters_db.attempt_turns(store2, d.example_attempt_ids)
-    result = adapters_db.forget(store2, turn_ids=[min(d_turns.values())])
+    result = forget(store2, load_settings(), turns=[min(d_turns.values())])
     assert d.id in result.tainted_adapters
     store2.close()
 

@@ -8,6 +8,7 @@ import pytest
 
 from fakes import FakeOpenAI
 from minetune import Session
+from minetune.app.forget import forget
 from minetune.config import load_settings
 from minetune.learn.demos import Candidate, DemoIndex, accepted_candidates
 from minetune.learn.lessons import ReflectionError, parse_reflection
@@ -57,7 +58,7 @@ def test_forgetting_the_source_turn_removes_the_demo(fake_llm: FakeOpenAI) -> No
     with _session(fake_llm) as chat:
         chat.send("What is the name of my cat?")
         assert "Winston." in _system(fake_llm.last)
-        chat.learner.forget_turn(good.turn_id)
+        forget(chat.store, chat.settings, turns=[good.turn_id])
         chat.send("What is my cat called?")
         assert "Winston." not in _system(fake_llm.last)
     # Deleted by another process while this one's index still holds it: still not shown.

@@ -36,6 +36,15 @@ class _SyncedIndex:
     last_feedback_id: int = 0
 
 
+def drop_turns(turn_ids: Sequence[int]) -> None:
+    """Remove turns from every demo index of this process (after :func:`minetune.app.forget.forget`
+    deleted them; other processes drop them on their next selection, which checks the store)."""
+    with _LOCK:
+        for state in _INDEXES.values():
+            for turn_id in turn_ids:
+                state.index.remove_turn(turn_id)
+
+
 @dataclass
 class LearningReport:
     """What one re-optimization changed."""
@@ -139,16 +148,6 @@ class Learner:
         if vector is not None:
             name, dim = self.settings.embedder, self.embedder.dim
             self.store.save_turn_embeddings({turn_id: to_bytes(vector)}, name, dim)
-
-    def forget_turn(self, turn_id: int) -> None:
-        """Forget a turn everywhere: its data, derived demo and lesson links, the in-memory index,
-        and taint the adapters trained on it (see :func:`minetune.store.adapters.forget`)."""
-        from minetune.store.adapters import forget
-
-        forget(self.store, turn_ids=[turn_id])
-        with _LOCK:
-            for state in _INDEXES.values():
-                state.index.remove_turn(turn_id)
 
     def exclude_turn(self, turn_id: int, excluded: bool = True) -> None:
         """Keep a turn but never use it for demos or training (``excluded=False`` brings it back)."""

@@ -109,9 +109,9 @@ def exclude_turn(
 def forget_turn(request: Request, turn_id: int, user: str = Depends(current_user)) -> dict[str, Any]:
     """Forget a turn as ``minetune forget TURN`` does: its data, demo links, lessons learned from
     it and judge ratings are deleted; adapters trained on it are marked tainted."""
-    from minetune.train.adapters import forget
+    from minetune.app.forget import forget
 
     store = user_store(request, user)
     with not_found_as_404():
-        result = forget(store, turns=[turn_id])
+        result = forget(store, server_state(request).settings, turns=[turn_id])
     return {"forgotten": asdict(result)}

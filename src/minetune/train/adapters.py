@@ -9,16 +9,15 @@
   model below ``min_similarity``; :class:`RoutedModel` does it per request. A program serves
   routed when its model spec ends in ``?route`` (``hf:DIR?route``, ``vllm:M@URL?route=0.4``):
   ``switch(..., "route")`` publishes such a version and :func:`routed_model` builds the model.
-* **Forgetting**: :func:`forget` deletes interactions and what was derived from them (see
-  :func:`minetune.store.adapters.forget`) and marks adapters that learned from them as tainted;
-  :func:`retrain_tainted` trains each again from what remains, without the forgotten data.
+* **Forgetting** is :func:`minetune.app.forget.forget`: it deletes interactions, removes their
+  text everywhere and marks adapters that learned from them as tainted; :func:`retrain_tainted`
+  trains each again from what remains, without the forgotten data, and deletes the tainted weights.
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,6 @@ from minetune.models.spec import DEFAULT_ROUTE_SIMILARITY, ModelSpec, parse_spec
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
-from minetune.store.adapters import ForgetResult
 from minetune.store.schema import Adapter, ProgramVersion
 from minetune.train.base import BaseModel, base_from_spec, check_adapter_dir
 from minetune.train.config import ProgressCallback, TrainConfig, TrainingError
@@ -358,27 +356,11 @@ def parse_date(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def forget(
-    store: Store,
-    *,
-    turns: Sequence[int] = (),
-    conversations: Sequence[int] = (),
-    before: datetime | None = None,
-    everything: bool = False,
-    program: str | None = None,
-) -> ForgetResult:
-    """Delete interactions and every derived demo link, lesson and judge rating, and mark the
-    adapters that learned from them as tainted (see :func:`minetune.store.adapters.forget`)."""
-    if not (turns or conversations or before or everything):
-        raise TrainingError("Say what to forget: a turn id, --conversation ID, --before DATE or --all.")
-    return adapters_db.forget(
-        store,
-        turn_ids=list(turns),
-        conversation_ids=list(conversations),
-        before=before,
-        everything=everything,
-        program=program,
-    )
+def forget(store: Store, **kwargs: Any) -> Any:
+    """Transitional alias of :func:`minetune.app.forget.forget` for callers not yet moved to it."""
+    from minetune.app.forget import forget as core_forget
+
+    return core_forget(store, **kwargs)
 
 
 @dataclass
@@ -416,7 +398,7 @@ def retrain_tainted(
     *,
     config: TrainConfig | None = None,
     minimum: int = MIN_EXAMPLES,
-    purge: bool = False,
+    purge: bool = True,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> list[Retrained]:
@@ -424,9 +406,10 @@ def retrain_tainted(
 
     An adapter whose tainted descendant is retrained instead (a chain of incremental updates) is
     only retired. Each replacement takes its predecessor's method, domain and settings (unless
-    ``config``), and is activated when the predecessor was active; the predecessor is retired
-    (``purge`` also deletes its files). Adapters with too few remaining examples are skipped and
-    stay tainted.
+    ``config``), and is activated when the predecessor was active; the predecessor is retired and,
+    with ``purge`` (the default: its weights hold forgotten data), its files are deleted — old
+    versions that served it can then no longer be switched back to. Adapters with too few
+    remaining examples are skipped and stay tainted (``skipped`` says why).
     """
     results: list[Retrained] = []
     tainted = adapters_db.tainted_adapters(store, program)

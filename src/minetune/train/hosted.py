@@ -264,6 +264,10 @@ class FineTuneClient:
             files={"file": (filename, data, "application/jsonl")},
         )
 
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        """DELETE /files/{id} (used by forget: uploaded training data is erased at the provider)."""
+        return self._request("DELETE", f"/files/{file_id}")
+
     def create_job(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST /fine_tuning/jobs: the new fine_tuning.job object."""
         return self._request("POST", "/fine_tuning/jobs", json=payload)
