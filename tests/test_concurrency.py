@@ -133,3 +133,29 @@ def test_eight_threads_of_mixed_operations_lose_nothing_and_number_in_order(
     # Each critique published a version: version numbers run 1..n with no gaps or repeats.
     assert versions == list(range(1, len(versions) + 1)) and len(versions) > 1
     store.close()
+
+
+def test_first_use_by_many_threads_at_once_creates_one_user_and_one_default_program(
+    database_url: str,
+) -> None:
+    settings = load_settings(database_url=database_url)
+    first = Store.open(settings)
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def first_request() -> None:
+        try:
+            barrier.wait(10)
+            Store(first.db, "newcomer").program()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_request) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [repr(e) for e in errors] == []
+    programs = Store(first.db, "newcomer").programs()
+    assert [(p.name, p.active_version_id is not None) for p in programs] == [("default", True)]
+    first.close()

@@ -75,18 +75,26 @@ class Store:
         with self.db.transaction() as s:
             user_id = s.scalar(select(User.id).where(User.name == name))
             if user_id is None:
-                user = User(name=name)
-                s.add(user)
-                s.flush()
-                user_id = user.id
+                try:
+                    with s.begin_nested():  # another process may create the same user meanwhile
+                        user = User(name=name)
+                        s.add(user)
+                    user_id = user.id
+                except IntegrityError:
+                    user_id = s.scalars(select(User.id).where(User.name == name)).one()
             return user_id
 
     def _program(self, s: Session, name: str) -> Program:
-        program = s.scalar(select(Program).where(Program.user_id == self.user_id, Program.name == name))
+        query = select(Program).where(Program.user_id == self.user_id, Program.name == name)
+        program = s.scalar(query)
         if program is None:
             if name != DEFAULT_PROGRAM:
                 raise NotFoundError(f"No program named {name!r}. See `minetune program list`.")
-            program = self._create_program(s, DEFAULT_PROGRAM, DEFAULT_INSTRUCTIONS, None, "")
+            try:
+                with s.begin_nested():  # two first requests may both create the default program
+                    program = self._create_program(s, DEFAULT_PROGRAM, DEFAULT_INSTRUCTIONS, None, "")
+            except IntegrityError:
+                program = s.scalars(query).one()
         return program
 
     def _create_program(
