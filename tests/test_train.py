@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from minetune.app import jobs
+from minetune.app import jobs as jobs_app
+from minetune.app.forget import forget
 from minetune.config import Settings, load_settings
 from minetune.models import resolve_model
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
+from minetune.store import jobs as job_rows
 from minetune.store import training as jobs_db
 from minetune.train import adapters, continual, engines, runs
 from minetune.train.config import AdapterError, Progress, TrainConfig, TrainingError
@@ -429,7 +431,7 @@ def test_forgetting_a_turn_taints_its_adapter_and_retraining_excludes_it(
     turn_id = examples_for(store, "p", "sft").train[0].turn_id
     forgotten = {a.id for a in store.turn(turn_id).attempts}
     assert forgotten & set(old.example_attempt_ids)
-    result = adapters.forget(store, turns=[turn_id])
+    result = forget(store, turns=[turn_id])
     assert result.turns == 1 and result.attempts == 2 and result.tainted_adapters == [old.id]
     assert result.active_tainted == {"p": old.id}
     row = adapters_db.get_adapter(store, old.id)
@@ -456,11 +458,11 @@ def test_note_runs_an_update_in_the_background_when_the_buffer_is_full(
     seed_program(store, tiny_model_dir, QUESTIONS[:12])
     runs.train(store, settings, "p", method="dpo", config=config(steps=4, lr=1e-3))
     cfg = continual.ContinualConfig(threshold=8, train=config(steps=4, lr=1e-3))
-    check = jobs.note_accepted(store, settings, "p", cfg)
+    check = jobs_app.note_accepted(store, settings, "p", cfg)
     assert check is not None and check.wait(60)
     assert check.value is None and check.record().result["status"] == "waiting"  # nothing new yet
     seed_program(store, tiny_model_dir, [q + " Please." for q in QUESTIONS[:10]])
-    handle = jobs.note_accepted(store, settings, "p", cfg)
+    handle = jobs_app.note_accepted(store, settings, "p", cfg)
     assert handle is not None and handle.wait(120)
     report = handle.value
     assert isinstance(report, continual.UpdateReport), handle.record()
@@ -487,6 +489,10 @@ def test_train_commands(store: Store, tiny_model_dir: Path) -> None:
     assert "Adapter 1 (SFT, 22 answers · loss" in text and "(active)" in text and "held-out loss" in text
     jobs = json.loads(runner.invoke(app, ["train", "jobs", "--json"]).output)
     assert [(j["id"], j["status"], len(j["loss_curve"])) for j in jobs] == [(1, "succeeded", 4)]
+    # The run was a job of the job runner: on the row every process (the web page) reads.
+    (row,) = job_rows.list_jobs(store, "p", kinds=["train"])
+    assert (row.status, row.training_job_id, row.owner) == ("succeeded", 1, jobs_app.this_owner())
+    assert (row.progress["step"], row.progress["total"], len(row.progress["curve"])) == (4, 4, 4)
     assert "0 new SFT example(s) of 8" in runner.invoke(app, ["train", "buffer", "-p", "p"]).output
     turn = examples_for(store, "p", "sft").train[0].turn_id
     assert "Tainted adapter(s) 1" in runner.invoke(app, ["forget", str(turn)]).output
@@ -500,6 +506,7 @@ def test_train_commands(store: Store, tiny_model_dir: Path) -> None:
     ]
     result = runner.invoke(app, ["train", "-p", "p", "--method", "sft", "--base", "ollama:llama3.2", *args])
     assert result.exit_code == 1 and "needs a local base model" in str(result.exception)
+    assert "needs a local base model" in (job_rows.list_jobs(store, "p", kinds=["train"])[0].error or "")
 
 
 def test_ewc_penalises_moving_away_from_the_parent(

@@ -133,11 +133,22 @@ def _print_outcome(outcome: Any) -> None:
         out.print(f"  gate: {gate.get('reason')}", highlight=False)
 
 
-def _run_training(call: Any, title: str) -> Any:
-    """Run a training call with a progress bar; Ctrl-C twice interrupts at once."""
+def _run_training(
+    ctx: click.Context, program: str, kind: str, call: Any, title: str, payload: dict[str, Any] | None = None
+) -> Any:
+    """Run ``call(on_progress, cancel)`` as a job in this process (its progress shows on the web
+    training page too, and a cancel there stops it) with a progress bar; the first Ctrl-C stops
+    after the current step, the second interrupts at once."""
+    from minetune.app import jobs
+
+    store, settings = _store(ctx), _settings(ctx)
+    jobs.recover(store.db)  # jobs a crashed process left running no longer hold the program
     with _TrainDisplay(title) as display:
         try:
-            return call(display)
+            handle = jobs.run_training(
+                store, settings, program, kind, call, payload=payload, on_progress=display
+            )
+            return handle.value
         except KeyboardInterrupt:
             display.progress.stop()
             err.print("Interrupted; the previous adapter stays active. `minetune train jobs` shows the job.")
@@ -183,16 +194,18 @@ def train_app(
 
         given = any(v is not None for v in opts.values())
         explicit = ctx.get_parameter_source("program") is not click.core.ParameterSource.DEFAULT
-        results = _run_training(
-            lambda show: retrain(
-                store,
-                settings,
-                program if explicit else None,
-                config=_train_config(**opts) if given else None,
-                on_progress=show,
-            ),
-            "retrain",
+        call = lambda show, cancel: retrain(  # noqa: E731
+            store,
+            settings,
+            program if explicit else None,
+            config=_train_config(**opts) if given else None,
+            on_progress=show,
         )
+        if explicit:
+            results = _run_training(ctx, program, "retrain", call, "retrain")
+        else:  # every program's tainted adapters: not one program's job
+            with _TrainDisplay("retrain") as display:
+                results = call(display, None)
         if not results:
             out.print("No tainted adapters; nothing to retrain.")
         for item in results:
@@ -203,14 +216,25 @@ def train_app(
                 out.print(f"adapter {item.old.id} ({item.program}): {item.skipped}", highlight=False)
         return
     if resume_job is not None:
+        from minetune.store import training as training_db
         from minetune.train.lora import resume
 
-        outcome = _run_training(lambda show: resume(store, settings, resume_job, on_progress=show), "resume")
+        outcome = _run_training(
+            ctx,
+            training_db.job_program_name(store, resume_job),
+            "train",
+            lambda show, cancel: resume(store, settings, resume_job, on_progress=show, cancel=cancel),
+            "resume",
+            {"resume": resume_job},
+        )
     else:
         from minetune.train.lora import train
 
         outcome = _run_training(
-            lambda show: train(
+            ctx,
+            program,
+            "train",
+            lambda show, cancel: train(
                 store,
                 settings,
                 program,
@@ -222,8 +246,10 @@ def train_app(
                 activate=not no_activate,
                 threshold=threshold,
                 on_progress=show,
+                cancel=cancel,
             ),
             f"{program} {method}",
+            {"method": method},
         )
     _print_outcome(outcome)
     if outcome.status == "cancelled":
@@ -284,8 +310,14 @@ def train_update(
     )
     settings, store = _settings(ctx), _store(ctx)
     report = _run_training(
-        lambda show: update(store, settings, program, config, force=force, on_progress=show),
+        ctx,
+        program,
+        "continual",
+        lambda show, cancel: update(
+            store, settings, program, config, force=force, on_progress=show, cancel=cancel
+        ),
         f"{program} update",
+        {"force": force},
     )
     if report.outcome is None:
         out.print(report.reason, highlight=False)
