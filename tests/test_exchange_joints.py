@@ -39,7 +39,7 @@ def noted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Programs noted for a continual update (the buffer check itself needs a local base model)."""
     calls: list[str] = []
     monkeypatch.setattr(
-        "minetune.train.continual.note_soon", lambda store, settings, program, *a, **k: calls.append(program)
+        "minetune.app.jobs.note_accepted", lambda store, settings, program, *a, **k: calls.append(program)
     )
     return calls
 
