@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from minetune.app.forget import forget
 from minetune.cli import app
 from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError, ModelError, NotFoundError
@@ -296,7 +297,7 @@ def test_forgetting_a_turn_deletes_derived_links_and_taints_descendants(
     version_before = store.active_version("p").number
 
     turn_id = store.attempt(gone[0]).turn_id
-    result = adapters.forget(store, turns=[turn_id])
+    result = forget(store, turns=[turn_id])
     assert (result.turns, result.attempts, result.feedback, result.conversations) == (1, 2, 2, 0)
     assert result.tainted_adapters == [parent.id, child.id]
     assert result.active_tainted == {"p": child.id}
@@ -311,9 +312,9 @@ def test_forgetting_a_turn_deletes_derived_links_and_taints_descendants(
     assert [a.id for a, _ in adapters_db.tainted_adapters(store, "p")] == [parent.id, child.id]
     assert store.existing_attempt_ids(gone) == set()
     with pytest.raises(NotFoundError, match=f"No turn with id {turn_id}"):
-        adapters.forget(store, turns=[turn_id])
+        forget(store, turns=[turn_id])
     with pytest.raises(MinetuneError, match="Say what to forget"):
-        adapters.forget(store)
+        forget(store)
 
 
 def test_forgetting_a_conversation_everything_before_a_date_and_all(
@@ -338,16 +339,16 @@ def test_forgetting_a_conversation_everything_before_a_date_and_all(
         on_skip=lambda *_: None,
     )
     adapter = publish(store, settings, first)
-    result = adapters.forget(store, conversations=[program])
+    result = forget(store, conversations=[program])
     assert (result.conversations, result.turns) == (1, 1) and result.tainted_adapters == [adapter.id]
-    result = adapters.forget(store, before=datetime(2021, 1, 1, tzinfo=UTC), program="p")
+    result = forget(store, before=datetime(2021, 1, 1, tzinfo=UTC), program="p")
     assert (result.turns, result.conversations) == (1, 1)  # the ancient one, and its emptied conversation
     assert [m for _, _, _, m, *_ in store.feedback_rows("p")] == ["recent"]
-    result = adapters.forget(store, everything=True, program="p")
+    result = forget(store, everything=True, program="p")
     assert (result.turns, result.imports) == (1, 1)
     assert store.stats("p")["turns"] == 0
     with pytest.raises(NotFoundError):
-        adapters.forget(store, conversations=[program])
+        forget(store, conversations=[program])
 
 
 def test_forgetting_never_touches_another_users_data(database_url: str, settings: Settings) -> None:
@@ -357,8 +358,8 @@ def test_forgetting_never_touches_another_users_data(database_url: str, settings
         add_turn(bob, conv, "bob's", [("x", 5)])
         turn_id = bob.conversation_turn_ids(conv)[0]
         with pytest.raises(NotFoundError):
-            adapters.forget(alice, turns=[turn_id])
-        adapters.forget(alice, everything=True)
+            forget(alice, turns=[turn_id])
+        forget(alice, everything=True)
         assert bob.conversation_turn_ids(conv) == [turn_id]
     finally:
         alice.close()
@@ -422,7 +423,7 @@ def test_the_router_picks_the_closest_domain_or_the_base_model(
     turns = adapters_db.attempt_turns(store, work.example_attempt_ids)
     assert set(store.turn_embeddings(sorted(set(turns.values())), "words")) == set(turns.values())
     # Tainted adapters are never routed to.
-    adapters.forget(store, turns=[sorted(set(turns.values()))[0]])
+    forget(store, turns=[sorted(set(turns.values()))[0]])
     assert adapters.route(store, settings, "p", "the sales report", embedder=WordEmbedder()).domain != "work"
 
 

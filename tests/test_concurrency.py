@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from fakes import FakeOpenAI
 from minetune import Session
+from minetune.app.forget import forget
 from minetune.config import load_settings
 from minetune.store import Store
 from minetune.store.schema import Attempt, Conversation, Feedback, ProgramVersion, Turn
-from minetune.train.adapters import forget
 from webchat import fake_spec, word_embedder
 
 THREADS = 8
@@ -66,7 +66,7 @@ def _worker(session: Session, seed: int, ledger: Ledger) -> None:
                 if not candidates:
                     continue
                 turn_id = rng.choice(candidates)
-                forget(session.store, turns=[turn_id])
+                forget(session.store, session.settings, turns=[turn_id])
                 ledger.forgotten_turns.add(turn_id)
                 continue
             ledger.attempts.add(response.attempt_id)

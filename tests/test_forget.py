@@ -357,3 +357,103 @@ def test_redactor_drops_forgotten_history_and_demo_blocks() -> None:
     # Elsewhere a long forgotten text is replaced; a short one is left alone.
     assert r.text("she said: secret message here!") == f"she said: {MARKER}!"
     assert Redactor(["ok"]).text("ok then") == "ok then"
+
+
+def test_forget_command_dry_run_lists_then_forget_prints_limits(
+    database_url: str, store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from minetune.cli import app
+
+    planted = plant(store, settings, tmp_path, "hf:/models/base")
+    root = settings.home / "adapters" / "p"
+    adapter, _ = adapters_db.publish_adapter(
+        store,
+        "p",
+        place=lambda i: str(fake_adapter_dir(root / str(i))),
+        serve_spec=lambda p: None,
+        method="sft",
+        base_model="/models/base",
+        example_attempt_ids=[planted.canary_attempt],
+        activate=False,
+    )
+    counts = store.row_counts()
+    runner = CliRunner()
+    dry = runner.invoke(app, ["forget", "--dry-run", str(planted.chat_turn)], catch_exceptions=False)
+    text = " ".join(dry.output.split())
+    assert dry.exit_code == 0, dry.output
+    assert "Would forget 1 turn(s)" in text and "Dry run: nothing was changed." in text
+    for artifact in (
+        "later prompts redacted",
+        "versions of p redacted in place",
+        "lessons retired",
+        f"adapters tainted: {adapter.id}",
+        "job folder deleted",
+        "personal judge reset",
+    ):
+        assert f"would be {artifact}" in text, artifact
+    assert store.row_counts() == counts and planted.job_dir.exists()
+
+    done = runner.invoke(app, ["forget", str(planted.chat_turn)], catch_exceptions=False)
+    text = " ".join(done.output.split())
+    assert done.exit_code == 0 and "Forgot 1 turn(s)" in text and "Database scrubbed" in text
+    assert f"limit: Adapter(s) {adapter.id} learned from forgotten data" in text
+    assert not planted.job_dir.exists()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The tiny model trains fastest on one thread (the test box has 2 shared CPUs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_canary_in_a_real_adapter_is_retrained_away(
+    database_url: str,
+    store: Store,
+    settings: Settings,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    one_thread: None,
+) -> None:
+    """A real tiny LoRA adapter trained on the canary turn: forget retrains it without the turn,
+    deletes the tainted weights and its job folder; the canary is then nowhere."""
+    from minetune.train.config import TrainConfig
+    from minetune.train.runs import train
+
+    planted = plant(store, settings, tmp_path, f"hf:{tiny_model_dir}")
+    from minetune.train.examples import examples_for
+
+    seed = next(  # a split that puts the canary turn in the training set, not the held-out one
+        n
+        for n in range(50)
+        if any(
+            planted.canary_attempt in ex.attempt_ids for ex in examples_for(store, "p", "sft", seed=n).train
+        )
+    )
+    config = TrainConfig(
+        max_steps=4, learning_rate=5e-3, batch_size=4, rank=8, max_length=96, threads=1, seed=seed
+    )
+    outcome = train(store, settings, "p", method="sft", config=config)
+    old = outcome.adapter
+    assert old is not None and planted.canary_attempt in old.example_attempt_ids
+    old_dir = Path(old.path)
+    assert old_dir.is_dir() and store.active_version("p").adapter == old.path
+    _check_planted(store, settings, database_url, tmp_path)
+
+    report = forget(
+        store, settings, turns=[planted.chat_turn, planted.persona_turn], retrain=True, retrain_minimum=5
+    )
+
+    assert report.tainted_adapters == [old.id] and old.id in report.retrained
+    assert report.adapters_deleted == [old.id] and not old_dir.exists()
+    new = adapters_db.get_adapter(store, report.retrained[old.id])
+    assert new.tainted_at is None and planted.canary_attempt not in new.lineage_attempt_ids
+    assert store.active_version("p").adapter == new.path and Path(new.path).is_dir()
+    _check_gone(store, settings, database_url, tmp_path, planted, with_adapters=False)

@@ -356,13 +356,6 @@ def parse_date(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def forget(store: Store, **kwargs: Any) -> Any:
-    """Transitional alias of :func:`minetune.app.forget.forget` for callers not yet moved to it."""
-    from minetune.app.forget import forget as core_forget
-
-    return core_forget(store, **kwargs)
-
-
 @dataclass
 class Retrained:
     """One tainted adapter and what retraining it did: an outcome, or why it was not retrained."""
