@@ -14,7 +14,6 @@ import pytest
 
 from minetune.app import jobs as jobs_app
 from minetune.app.forget import forget
-from minetune.app.forget import forget
 from minetune.config import Settings, load_settings
 from minetune.models import resolve_model
 from minetune.store import Store
