@@ -95,14 +95,27 @@ def test_fit_uses_the_resident_engine(tiny_model_dir: Path, tmp_path: Path) -> N
     from minetune.train.scoring import EvalSets
 
     examples = [
-        SFTExample([{"role": "user", "content": f"say the word {i}"}], "banana banana banana", turn_id=i,
-                   attempt_ids=(i,), stars=5, praised=False)
+        SFTExample(
+            [{"role": "user", "content": f"say the word {i}"}],
+            "banana banana banana",
+            turn_id=i,
+            attempt_ids=(i,),
+            stars=5,
+            praised=False,
+        )
         for i in range(8)
     ]
     config = TrainConfig(engine="resident", epochs=3, batch_size=4, learning_rate=5e-3, dropout=0.0)
     phases: list[str] = []
-    result = fit(tiny_model_dir, "sft", examples, config, tmp_path / "run",
-                 eval_sets=EvalSets(targets=examples[:2]), on_progress=lambda p: phases.append(p.phase))
+    result = fit(
+        tiny_model_dir,
+        "sft",
+        examples,
+        config,
+        tmp_path / "run",
+        eval_sets=EvalSets(targets=examples[:2]),
+        on_progress=lambda p: phases.append(p.phase),
+    )
     assert result.adapter_dir == tmp_path / "run" / "adapter"
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert result.steps == result.total_steps == 6 and not result.cancelled
@@ -111,8 +124,15 @@ def test_fit_uses_the_resident_engine(tiny_model_dir: Path, tmp_path: Path) -> N
     assert result.log["engine"] == "resident"
 
     # Continuing the saved adapter starts from its loss, not the base model's.
-    again = fit(tiny_model_dir, "sft", examples, config, tmp_path / "run2", parent_adapter=result.adapter_dir,
-                eval_sets=EvalSets(targets=examples[:2]))
+    again = fit(
+        tiny_model_dir,
+        "sft",
+        examples,
+        config,
+        tmp_path / "run2",
+        parent_adapter=result.adapter_dir,
+        eval_sets=EvalSets(targets=examples[:2]),
+    )
     assert again.before["valid_loss"] == pytest.approx(result.after["valid_loss"], rel=1e-4)
 
     cancel = threading.Event()
@@ -120,5 +140,5 @@ def test_fit_uses_the_resident_engine(tiny_model_dir: Path, tmp_path: Path) -> N
     stopped = fit(tiny_model_dir, "sft", examples, config, tmp_path / "run3", cancel=cancel)
     assert stopped.cancelled and stopped.adapter_dir is None and stopped.steps == 1
 
-    with pytest.raises(TrainingError, match="resident engine trains SFT"):
+    with pytest.raises(TrainingError, match="resident engine does not support method DPO"):
         fit(tiny_model_dir, "dpo", examples, config, tmp_path / "run4")

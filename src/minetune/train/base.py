@@ -15,7 +15,7 @@ from typing import Any
 from minetune.config import Settings
 from minetune.store import Store
 from minetune.store.schema import Adapter
-from minetune.train.config import ADAPTER_FILES, ADAPTERS_DIR, AdapterError, TrainingError
+from minetune.train.config import ADAPTER_FILES, ADAPTERS_DIR, AdapterError, TrainConfig, TrainingError
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,19 @@ def quiet() -> Iterator[None]:
             transformers.logging.enable_progress_bar()
         if bars:
             datasets.enable_progress_bars()
+
+
+def device_and_precision(config: TrainConfig) -> tuple[bool, str]:
+    """(use the GPU, precision): ``auto`` is bf16 on a GPU that supports it, else fp16; fp32 on CPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if not cuda and precision != "fp32":
+        raise TrainingError(f"{precision} training needs a GPU; use precision fp32 on CPU.")
+    return cuda, precision
 
 
 def load_base(model_dir: Path, precision: str) -> tuple[Any, Any]:

@@ -95,8 +95,12 @@ class TrainConfig:
             problems.append("precision must be auto, fp32, bf16 or fp16")
         if self.engine not in ("auto", "trl", "resident"):
             problems.append("engine must be auto, trl or resident")
-        if self.engine == "resident" and (method != "sft" or self.ewc_lambda > 0):
-            problems.append("the resident engine trains SFT without EWC only; use engine trl")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            problems.append("warmup_steps and weight_decay cannot be negative")
+        if self.warmup_steps > 0 and self.scheduler == "constant":
+            problems.append(
+                "the constant scheduler has no warmup; use scheduler constant_with_warmup (or linear, cosine)"
+            )
         if problems:
             raise TrainingError("Invalid training settings: " + "; ".join(problems) + ".")
 
@@ -139,3 +143,46 @@ class FitResult:
     @property
     def final_loss(self) -> float | None:
         return self.loss_curve[-1]["train_loss"] if self.loss_curve else None
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What a training engine supports, declared next to it (:mod:`minetune.train.engines` for
+    ``trl``, :mod:`minetune.train.fast` for ``resident``).
+
+    ``options`` are the :class:`TrainConfig` fields the engine implements; any other field must
+    keep its default, or the run is refused (:meth:`check`) rather than silently trained
+    differently. ``values`` limits some options to the values it implements. ``resumable``:
+    whether it saves checkpoints that :func:`minetune.train.runs.resume` can continue from.
+    """
+
+    name: str
+    methods: tuple[str, ...]
+    options: frozenset[str]
+    values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    resumable: bool = True
+
+    def problems(self, method: str, config: TrainConfig) -> list[str]:
+        """What in ``config`` (for ``method``) this engine would not do as asked."""
+        out = []
+        if method not in self.methods:
+            out.append(f"method {method.upper()} (it trains {', '.join(m.upper() for m in self.methods)})")
+        defaults = TrainConfig()
+        for f in fields(TrainConfig):
+            value = getattr(config, f.name)
+            if f.name not in self.options and value != getattr(defaults, f.name):
+                out.append(f"{f.name}={value!r}")
+            elif f.name in self.values and value not in self.values[f.name]:
+                allowed = ", ".join(str(v) for v in self.values[f.name])
+                out.append(f"{f.name}={value!r} (it supports {allowed})")
+        return out
+
+    def check(self, method: str, config: TrainConfig, *, resume: bool = False) -> None:
+        problems = self.problems(method, config)
+        if resume and not self.resumable:
+            problems.append("resuming (it saves no checkpoints)")
+        if problems:
+            raise TrainingError(
+                f"The {self.name} engine does not support {'; '.join(problems)}. "
+                "Use engine trl, or leave those settings at their defaults."
+            )

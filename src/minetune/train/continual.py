@@ -4,13 +4,17 @@ Every accepted (or rated) answer that the active adapter has not learned from ye
 buffer*. When the buffer reaches a threshold, :func:`update` trains the active adapter further
 (``PeftModel.from_pretrained(base, dir, is_trainable=True)``) on the new examples mixed with a
 replayed sample of the examples it already learned (``replay_ratio`` per new example, at most
-``replay_max``), optionally with an EWC penalty. The result is kept only if it passes the gate:
+``replay_max``), optionally with an EWC penalty. The result is kept only if it passes the gate
+(:class:`minetune.train.gate.GateConfig`, stored with the job so a resumed update meets it too):
 
-* **improvement** — on held-out rated examples (the validation split's preference pairs) the mean
-  preference margin, log p(chosen) − log p(rejected), must rise by more than ``min_improvement``
-  (without held-out pairs: the held-out loss on accepted answers must fall);
-* **retention** — the loss on older examples (a sample the update did not replay) may rise by at
-  most ``retention_tolerance`` (relative).
+* **held-out data** — the validation split's preference pairs (without pairs: its accepted
+  answers), leaving out any the parent adapter or this update trained on; at least
+  ``min_held_out`` of them, or the update is refused;
+* **improvement** — the per-pair change of the preference margin, log p(chosen) − log p(rejected)
+  (without pairs: the per-answer fall of the loss), must average more than ``min_improvement``
+  and pass an exact one-sided paired sign test at level ``significance`` (beyond noise);
+* **retention** — the loss on older examples the update did not train on (a sample of those it
+  did not replay) may rise by at most ``retention_tolerance`` (relative).
 
 A refused update leaves the previous adapter active and records the reason in the job. Every
 update reports improvement, retention (relative change of the older-example loss) and regression
@@ -32,10 +36,10 @@ from minetune.store.schema import Adapter
 from minetune.train.base import base_for
 from minetune.train.config import ProgressCallback, TrainConfig, TrainingError
 from minetune.train.datasets import DEFAULT_THRESHOLD
-from minetune.train.examples import choose_method, examples_for, sample
+from minetune.train.examples import choose_method, default_eval_sets, examples_for, sample
+from minetune.train.gate import DEFAULT_MIN_HELD_OUT, DEFAULT_SIGNIFICANCE, GateConfig
 from minetune.train.rows import target_text
-from minetune.train.runs import GateDecision, Outcome, Plan, run
-from minetune.train.scoring import EvalSets
+from minetune.train.runs import Outcome, Plan, run
 
 
 @dataclass
@@ -48,6 +52,8 @@ class ContinualConfig:
     min_improvement: float = 0.0
     retention_tolerance: float = 0.05  # allowed relative rise of the loss on older examples
     retain_examples: int = 32  # older examples measured for retention
+    min_held_out: int = DEFAULT_MIN_HELD_OUT  # held-out pairs (or answers) the gate needs
+    significance: float = DEFAULT_SIGNIFICANCE  # level of the gate's one-sided sign test
     ewc_lambda: float = 0.0
     stars: int = DEFAULT_THRESHOLD  # stars that accept an answer
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2.0))
@@ -58,10 +64,17 @@ class ContinualConfig:
             problems.append("the update threshold must be at least 1")
         if self.replay_ratio < 0 or self.replay_max < 0:
             problems.append("the replay ratio and maximum cannot be negative")
-        if self.retention_tolerance < 0:
-            problems.append("the retention tolerance cannot be negative")
+        problems += self.gate().problems()
         if problems:
             raise TrainingError("Invalid update settings: " + "; ".join(problems) + ".")
+
+    def gate(self) -> GateConfig:
+        return GateConfig(
+            min_improvement=self.min_improvement,
+            retention_tolerance=self.retention_tolerance,
+            min_held_out=self.min_held_out,
+            significance=self.significance,
+        )
 
     @classmethod
     def from_settings(cls, settings: ContinualSettings) -> ContinualConfig:
@@ -129,68 +142,9 @@ def buffer(
     return Buffer(program, method, parent, new, old, found.valid, config.threshold)
 
 
-def gate(config: ContinualConfig) -> Any:
-    """The keep-or-refuse rule of :func:`update` over before/after scores (see the module docstring)."""
-
-    def decide(before: dict[str, Any], after: dict[str, Any]) -> GateDecision:
-        report: dict[str, Any] = {}
-        if "margin" in before and "margin" in after:
-            improvement = after["margin"] - before["margin"]
-            pairs = list(zip(before.get("margins", []), after.get("margins", []), strict=False))
-            report |= {
-                "metric": "held-out preference margin",
-                "margin_before": before["margin"],
-                "margin_after": after["margin"],
-                "regression": sum(1 for b, a in pairs if a < b) / len(pairs) if pairs else 0.0,
-                "held_out": len(pairs),
-            }
-        elif before.get("valid_loss") is not None and after.get("valid_loss") is not None:
-            improvement = before["valid_loss"] - after["valid_loss"]
-            report |= {
-                "metric": "held-out loss on accepted answers",
-                "valid_loss_before": before["valid_loss"],
-                "valid_loss_after": after["valid_loss"],
-                "regression": 1.0 if improvement < 0 else 0.0,
-            }
-        else:
-            return GateDecision(
-                False,
-                "Refused: there are no held-out rated examples to measure the update by (rate more answers).",
-                report,
-            )
-        report["improvement"] = improvement
-        retention = None
-        if before.get("retain_loss") and after.get("retain_loss") is not None:
-            retention = after["retain_loss"] / before["retain_loss"] - 1
-            report |= {
-                "retain_loss_before": before["retain_loss"],
-                "retain_loss_after": after["retain_loss"],
-                "retention": retention,
-            }
-        if improvement <= config.min_improvement:
-            return GateDecision(
-                False,
-                f"Refused: the {report['metric']} did not improve ({_signed(improvement)}, "
-                f"needed more than {_signed(config.min_improvement)}); the previous adapter stays active.",
-                report,
-            )
-        if retention is not None and retention > config.retention_tolerance:
-            return GateDecision(
-                False,
-                f"Refused: the loss on older examples rose {retention:.1%} (tolerance "
-                f"{config.retention_tolerance:.1%}); the previous adapter stays active.",
-                report,
-            )
-        kept = f"Kept: {report['metric']} {_signed(improvement)}"
-        if retention is not None:
-            kept += f", older-example loss {retention:+.1%}"
-        return GateDecision(True, kept + ".", report)
-
-    return decide
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.4g}"
+def gate(config: ContinualConfig) -> GateConfig:
+    """The keep-or-refuse rule of :func:`update` (see :class:`minetune.train.gate.GateConfig`)."""
+    return config.gate()
 
 
 @dataclass
@@ -245,23 +199,15 @@ def plan_update(
     seed = config.train.seed
     want = min(round(config.replay_ratio * len(fresh)), config.replay_max)
     replay = sample(buf.old, want, seed)
-    replayed = {id(ex) for ex in replay}
-    unreplayed = [ex for ex in buf.old if id(ex) not in replayed]
-    retain = sample(unreplayed, config.retain_examples, seed + 1)
-    if len(retain) < config.retain_examples:
-        retain += sample(
-            [ex for ex in replay if target_text(ex)], config.retain_examples - len(retain), seed + 2
-        )
-    pairs = (
-        buf.valid
-        if buf.method == "dpo"
-        else examples_for(store, program, "dpo", threshold=config.stars, seed=seed).valid
-    )
-    sets = EvalSets(
-        pairs=list(pairs),
-        targets=[ex for ex in buf.valid if target_text(ex) is not None],
-        retain=[ex for ex in retain if target_text(ex) is not None],
-    )
+    trained = {a for ex in fresh + replay for a in ex.attempt_ids}
+    # Retention is measured only on older answers this update does not train on (none are added
+    # back from the replay sample: it would measure what the update just fitted).
+    unseen = [ex for ex in buf.old if target_text(ex) is not None and trained.isdisjoint(ex.attempt_ids)]
+    retain = sample(unseen, config.retain_examples, seed + 1)
+    # Held out means neither this update nor the adapter it continues has trained on it.
+    learned = trained | set(buf.parent.lineage_attempt_ids or []) if buf.parent is not None else trained
+    sets = default_eval_sets(store, program, buf.method, buf.valid, config.stars, seed, exclude=learned)
+    sets.retain = retain
     train_config = TrainConfig.from_dict(config.train.to_dict() | {"ewc_lambda": config.ewc_lambda})
     plan = Plan(
         program=program,
@@ -277,6 +223,7 @@ def plan_update(
         replayed=len(replay),
         ewc_examples=list(buf.old),
         threshold=config.stars,
+        gate=config.gate(),
     )
     return buf, plan
 
@@ -301,6 +248,6 @@ def update(
     if new is None and not force and not buf.ready:
         return UpdateReport("waiting", buf)
     buf, plan = plan_update(store, settings, program, config, new=new, method=method, base=base)
-    outcome = run(store, settings, plan, on_progress=on_progress, cancel=cancel, gate=gate(config))
+    outcome = run(store, settings, plan, on_progress=on_progress, cancel=cancel)
     status = {"succeeded": "updated"}.get(outcome.status, outcome.status)
     return UpdateReport(status, buf, outcome)

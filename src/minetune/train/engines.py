@@ -25,9 +25,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from minetune.train.base import check_adapter_dir, load_base, quiet
+from minetune.train.base import check_adapter_dir, device_and_precision, load_base, quiet
 from minetune.train.config import (
     AdapterError,
+    Engine,
     FitResult,
     Progress,
     ProgressCallback,
@@ -35,6 +36,7 @@ from minetune.train.config import (
     TrainingError,
 )
 from minetune.train.datasets import METHODS
+from minetune.train.fast import RESIDENT, fit_resident
 from minetune.train.rows import encode, interleave_kto, trl_row
 from minetune.train.scoring import EvalSets, Scorer, answer_texts, score
 
@@ -59,19 +61,6 @@ def _first_ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _device_and_precision(config: TrainConfig) -> tuple[bool, str]:
-    """(use the GPU, precision)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    precision = config.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    if not cuda and precision != "fp32":
-        raise TrainingError(f"{precision} training needs a GPU; use precision fp32 on CPU.")
-    return cuda, precision
 
 
 def _trainer_parts(method: str) -> tuple[Any, Any]:
@@ -208,9 +197,7 @@ def fit(
     config.check(method)
     if not examples:
         raise TrainingError("There are no examples to train on.")
-    if _resident_engine(method, config, resume):
-        from minetune.train.fast import fit_resident
-
+    if select_engine(method, config, resume=resume) is RESIDENT:
         return fit_resident(
             base_dir,
             examples,
@@ -230,7 +217,7 @@ def fit(
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    cuda, precision = _device_and_precision(config)
+    cuda, precision = device_and_precision(config)
     set_seed(config.seed)  # before the LoRA weights are initialised, so runs repeat exactly
     model, tokenizer = load_base(base_dir, precision)
     if cuda:
@@ -372,16 +359,35 @@ def fit(
     )
 
 
-def _resident_engine(method: str, config: TrainConfig, resume: bool) -> bool:
-    """Whether :func:`fit` uses the resident trainer: asked for, or ``auto`` for an SFT update on
-    a GPU (where TRL's per-run set-up dominates a small update); TRL otherwise."""
+TRL = Engine(
+    name="trl",
+    methods=METHODS,
+    options=frozenset(f.name for f in fields(TrainConfig)),
+    values={"precision": ("auto", "fp32", "bf16", "fp16")},
+    resumable=True,
+)
+ENGINES = {"trl": TRL, "resident": RESIDENT}
+
+
+def check_engine(method: str, config: TrainConfig, *, resume: bool = False) -> None:
+    """Refuse a config the engine it names (``trl`` or ``resident``) would not train as asked;
+    ``auto`` picks an engine that can (:func:`select_engine`), so it is never refused here."""
+    if config.engine in ENGINES:
+        ENGINES[config.engine].check(method, config, resume=resume)
+
+
+def select_engine(method: str, config: TrainConfig, *, resume: bool = False) -> Engine:
+    """The engine :func:`fit` uses: the one asked for (checked), or for ``auto`` the resident
+    trainer when it supports everything the run asks for and a GPU is present (where TRL's
+    per-run set-up dominates a small update); TRL otherwise."""
+    check_engine(method, config, resume=resume)
     if config.engine != "auto":
-        return config.engine == "resident"
-    if method != "sft" or resume or config.ewc_lambda > 0 or config.grad_accum != 1:
-        return False
+        return ENGINES[config.engine]
+    if resume or RESIDENT.problems(method, config):
+        return TRL
     import torch
 
-    return bool(torch.cuda.is_available())
+    return RESIDENT if torch.cuda.is_available() else TRL
 
 
 def _count_tokens(tokenizer: Any, examples: Sequence[Any], config: TrainConfig, state: Any) -> int:

@@ -4,7 +4,7 @@ the method (``auto``), held-out sets, and reproducible samples."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -119,16 +119,28 @@ def too_few(method: str, examples: Sequence[Any], minimum: int, threshold: int) 
 
 
 def default_eval_sets(
-    store: Store, program: str, method: str, valid: list[Any], threshold: int, seed: int
+    store: Store,
+    program: str,
+    method: str,
+    valid: list[Any],
+    threshold: int,
+    seed: int,
+    *,
+    exclude: Collection[int] = (),
 ) -> EvalSets:
-    """Held-out sets for a run: the validation split's preference pairs, and its answers."""
+    """Held-out sets for a run: the validation split's preference pairs, and its answers, leaving
+    out every example that shares an attempt with ``exclude`` (what the run, or the adapter it
+    continues, trains on), so nothing trained on is measured as held out."""
     pairs = (
         valid
         if method == "dpo"
         else examples_for(store, program, "dpo", threshold=threshold, seed=seed).valid
     )
-    targets = [ex for ex in valid if target_text(ex) is not None]
-    return EvalSets(pairs=list(pairs), targets=targets)
+    seen = set(exclude)
+    return EvalSets(
+        pairs=[ex for ex in pairs if seen.isdisjoint(ex.attempt_ids)],
+        targets=[ex for ex in valid if target_text(ex) is not None and seen.isdisjoint(ex.attempt_ids)],
+    )
 
 
 def sample(items: Sequence[Any], count: int, seed: int) -> list[Any]:

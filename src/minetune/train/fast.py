@@ -19,6 +19,7 @@ What makes the loop fast, and why:
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,12 +29,45 @@ from typing import Any
 
 from minetune.errors import MinetuneError
 from minetune.train.base import check_adapter_dir
-from minetune.train.config import FitResult, Progress
+from minetune.train.config import Engine, FitResult, Progress, TrainConfig, TrainingError
 from minetune.train.rows import encode
 from minetune.train.scoring import EvalSets, Scorer, score
 
 # Rows of logits computed at once; bounds the fp32 cross-entropy buffer to LOSS_CHUNK x vocab.
 LOSS_CHUNK = 4096
+
+# What fit_resident implements: every TrainConfig option but the TRL-only ones (checkpoints,
+# gradient checkpointing, EWC, the DPO/KTO beta); engines.check_engine refuses those set.
+RESIDENT = Engine(
+    name="resident",
+    methods=("sft",),
+    options=frozenset(
+        {
+            "epochs",
+            "max_steps",
+            "learning_rate",
+            "batch_size",
+            "grad_accum",
+            "rank",
+            "alpha",
+            "dropout",
+            "target_modules",
+            "max_length",
+            "seed",
+            "warmup_steps",
+            "scheduler",
+            "weight_decay",
+            "precision",
+            "threads",
+            "engine",
+        }
+    ),
+    values={
+        "precision": ("auto", "fp32", "bf16"),
+        "scheduler": ("linear", "cosine", "constant", "constant_with_warmup"),
+    },
+    resumable=False,
+)
 
 
 class FastTrainError(MinetuneError):
@@ -164,13 +198,19 @@ class ResidentLoRA:
             self.compiled = True
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, device: str | None = None, **kwargs: Any) -> ResidentLoRA:
-        """Load a base model directory onto ``device`` (default: CUDA in bf16 when present, else CPU fp32)."""
+    def load(
+        cls, model_dir: str | Path, *, device: str | None = None, precision: str = "auto", **kwargs: Any
+    ) -> ResidentLoRA:
+        """Load a base model directory onto ``device`` (default: CUDA when present, else CPU).
+        ``precision`` auto is bf16 weights on CUDA and fp32 on CPU; fp32 or bf16 force one."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-        dtype = torch.bfloat16 if cuda else torch.float32
+        if precision not in ("auto", "fp32", "bf16"):
+            raise FastTrainError(f"The resident trainer runs in fp32 or bf16, not {precision}.")
+        bf16 = precision == "bf16" or (precision == "auto" and cuda)
+        dtype = torch.bfloat16 if bf16 else torch.float32
         try:
             tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir))
             model: Any = AutoModelForCausalLM.from_pretrained(
@@ -256,10 +296,14 @@ class ResidentLoRA:
         self,
         rows: Sequence[Row],
         *,
-        epochs: int = 1,
+        epochs: float = 1,
         max_steps: int | None = None,
         batch_size: int = 8,
+        grad_accum: int = 1,
         learning_rate: float = 1e-4,
+        warmup_steps: float = 0.0,
+        weight_decay: float = 0.0,
+        scheduler: str | None = None,
         linear_decay: bool = False,
         seed: int = 0,
         on_step: Callable[[int, int], None] | None = None,
@@ -267,24 +311,38 @@ class ResidentLoRA:
     ) -> UpdateResult:
         """Train the current adapter on ``rows`` (shuffled once per epoch with ``seed``).
 
-        ``on_step(step, total)`` runs after each optimizer step without waiting for the GPU;
-        ``cancel`` stops after the current step."""
+        As transformers' Trainer counts them: an optimizer step takes ``grad_accum`` batches (the
+        loss is the mean over all their labelled tokens; an epoch's last step may take fewer);
+        ``max_steps`` (when given) overrides ``epochs``, which may be fractional; ``warmup_steps``
+        below 1 is a fraction of the steps. ``scheduler`` is a transformers schedule name
+        (default ``linear`` with ``linear_decay``, else ``constant``); AdamW applies
+        ``weight_decay``. ``on_step(step, total)`` runs after each optimizer step without
+        waiting for the GPU; ``cancel`` stops after the current step."""
         import torch
+        from transformers import get_scheduler
 
         if not rows:
             raise FastTrainError("Nothing to train on: the update has no rows.")
-        if min(batch_size, epochs, max_steps or 1) < 1 or not learning_rate > 0:
+        if min(batch_size, grad_accum, max_steps or 1) < 1 or not epochs > 0 or not learning_rate > 0:
             raise FastTrainError(
-                "Batch size, epochs and steps must be at least 1 and the learning rate above 0."
+                "Batch size, gradient accumulation and steps must be at least 1, and epochs and the "
+                "learning rate above 0."
             )
+        if warmup_steps < 0 or weight_decay < 0:
+            raise FastTrainError("Warmup and weight decay cannot be negative.")
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(
-            self.params, lr=learning_rate, weight_decay=0.0, fused=self.device.type == "cuda"
+            self.params, lr=learning_rate, weight_decay=weight_decay, fused=self.device.type == "cuda"
         )
         batches = _batches(rows, batch_size, self.pad_id, self.device)
-        total_steps = min(len(batches) * epochs, max_steps or len(batches) * epochs)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, (lambda step: 1 - step / total_steps) if linear_decay else (lambda _step: 1.0)
+        per_epoch = math.ceil(len(batches) / grad_accum)
+        total_steps = max_steps if max_steps is not None else max(1, math.ceil(per_epoch * epochs))
+        warmup = int(warmup_steps) if warmup_steps >= 1 else math.ceil(total_steps * warmup_steps)
+        schedule = get_scheduler(
+            scheduler or ("linear" if linear_decay else "constant"),
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=total_steps,
         )
         losses = []
         tokens = 0
@@ -294,16 +352,21 @@ class ResidentLoRA:
         start = time.perf_counter()
         step = 0
         while step < total_steps:
-            for index in torch.randperm(len(batches), generator=generator).tolist():
-                batch = batches[index]
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    loss = self._loss(batch)
-                loss.backward()
+            order = torch.randperm(len(batches), generator=generator).tolist()
+            for first in range(0, len(order), grad_accum):
+                group = [batches[i] for i in order[first : first + grad_accum]]
+                labelled = sum(b.count for b in group)
+                step_loss: Any = 0.0
+                for batch in group:
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                        loss = self._loss(batch) * (batch.count / labelled)
+                    loss.backward()
+                    step_loss = step_loss + loss.detach()
+                    tokens += batch.tokens
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.detach())
-                tokens += batch.tokens
+                losses.append(step_loss)
                 step += 1
                 if on_step is not None:
                     on_step(step, total_steps)
@@ -359,17 +422,16 @@ def resident(model_dir: str | Path, **kwargs: Any) -> ResidentLoRA:
 def fit_resident(
     base_dir: Path,
     examples: Sequence[Any],
-    config: Any,
+    config: TrainConfig,
     work_dir: Path,
     *,
     parent_adapter: Path | None = None,
-    eval_sets: Any = None,
-    on_progress: Callable[[Any], None] | None = None,
+    eval_sets: EvalSets | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
-) -> Any:
+) -> FitResult:
     """:func:`minetune.train.engines.fit` for SFT on the resident trainer: same inputs, same
     :class:`~minetune.train.config.FitResult`, the adapter saved to ``work_dir/adapter``."""
-    import math
     import shutil
 
     notify = on_progress or (lambda _p: None)
@@ -378,14 +440,23 @@ def fit_resident(
     def elapsed() -> float:
         return time.perf_counter() - started
 
+    RESIDENT.check("sft", config)
+    cuda = _cuda()
+    if config.precision == "bf16" and not cuda:
+        raise TrainingError("bf16 training needs a GPU; use precision fp32 on CPU.")
     notify(Progress("loading"))
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     trainer = resident(
         base_dir,
+        precision=config.precision,
         rank=config.rank,
         alpha=config.alpha,
         target=config.target_modules,
         dropout=config.dropout,
-        compile=_cuda(),
+        compile=cuda,
     )
     rows = [Row(*encode(trainer.tokenizer, ex.prompt, ex.response, config.max_length)) for ex in examples]
     sets = eval_sets or EvalSets()
@@ -399,11 +470,14 @@ def fit_resident(
 
         result = trainer.train(
             rows,
-            epochs=max(1, math.ceil(config.epochs)),
+            epochs=config.epochs,
             max_steps=config.max_steps,
             batch_size=config.batch_size,
+            grad_accum=config.grad_accum,
             learning_rate=config.lr("sft"),
-            linear_decay=config.scheduler == "linear",
+            warmup_steps=config.warmup_steps,
+            weight_decay=config.weight_decay,
+            scheduler=config.scheduler,
             seed=config.seed,
             on_step=step,
             cancel=cancel,

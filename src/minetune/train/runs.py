@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from minetune.config import Settings
@@ -36,8 +37,9 @@ from minetune.train.config import (
     TrainingError,
 )
 from minetune.train.datasets import DEFAULT_THRESHOLD, METHODS, MIN_EXAMPLES, build_dataset
-from minetune.train.engines import fit, last_checkpoint
+from minetune.train.engines import check_engine, fit, last_checkpoint
 from minetune.train.examples import Selection, choose_method, default_eval_sets, examples_for, too_few
+from minetune.train.gate import GateConfig, GateDecision
 from minetune.train.scoring import EvalSets
 
 MAX_CURVE_POINTS = 1000
@@ -62,6 +64,13 @@ class Plan:
     ewc_examples: list[Any] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)  # how the examples were chosen (for retraining)
     threshold: int = DEFAULT_THRESHOLD
+    gate: GateConfig | None = None  # keep the adapter only if it passes (continual updates)
+
+    def ewc_anchor(self) -> list[Any]:
+        """The parent's examples the EWC penalty is estimated on (none without a penalty)."""
+        if self.config.ewc_lambda <= 0 or self.parent is None:
+            return []
+        return list(self.ewc_examples)[: self.config.ewc_examples]
 
     def attempt_ids(self) -> list[int]:
         return sorted({a for ex in self.train for a in ex.attempt_ids})
@@ -80,6 +89,8 @@ class Plan:
             "threshold": self.threshold,
             "selection": self.selection,
             "replayed": self.replayed,
+            "gate": self.gate.to_dict() if self.gate is not None else None,
+            "ewc": [list(ex.attempt_ids) for ex in self.ewc_anchor()],
             "examples": [list(ex.attempt_ids) for ex in self.train],
             "eval": {
                 "pairs": [list(ex.attempt_ids) for ex in self.eval_sets.pairs],
@@ -87,16 +98,6 @@ class Plan:
                 "retain": [list(ex.attempt_ids) for ex in self.eval_sets.retain],
             },
         }
-
-
-Gate = Callable[[dict[str, Any], dict[str, Any]], "GateDecision"]
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    accepted: bool
-    reason: str
-    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,7 +125,7 @@ def _curve(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _summary(result: FitResult) -> dict[str, Any]:
     def clean(metrics: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in metrics.items() if k != "margins"}
+        return {k: v for k, v in metrics.items() if k not in ("margins", "target_losses")}
 
     metrics: dict[str, Any] = {
         "steps": result.steps,
@@ -151,17 +152,20 @@ def run(
     *,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-    gate: Gate | None = None,
     job_id: int | None = None,
 ) -> Outcome:
     """Run ``plan`` as a recorded job (a new one, or ``job_id`` when resuming) and publish the adapter.
 
-    Bad input fails before anything is recorded; a failure while training marks the job failed
-    and raises :class:`TrainingError`; Ctrl-C (or ``cancel``) marks it cancelled with a checkpoint
-    kept for :func:`resume`; ``gate`` may refuse the adapter (status ``rejected``, reason in the
+    Bad input fails before anything is recorded (including options the chosen engine does not
+    support); a failure while training marks the job failed and raises :class:`TrainingError`;
+    Ctrl-C (or ``cancel``) marks it cancelled, with a checkpoint kept for :func:`resume` when the
+    engine saved one; ``plan.gate`` may refuse the adapter (status ``rejected``, reason in the
     job's error). Only a kept adapter changes the active version (when ``plan.activate``).
     """
     plan.config.check(plan.method)
+    check_engine(plan.method, plan.config)
+    if plan.gate is not None and plan.gate.problems():
+        raise TrainingError("Invalid gate settings: " + "; ".join(plan.gate.problems()) + ".")
     if len(plan.train) < 1:
         raise TrainingError("There are no examples to train on.")
     try:
@@ -197,13 +201,13 @@ def run(
             work,
             parent_adapter=parent_dir,
             eval_sets=plan.eval_sets,
-            ewc_examples=plan.ewc_examples,
+            ewc_examples=plan.ewc_anchor(),
             on_progress=on_progress,
             cancel=cancel,
             resume=resume,
         )
     except KeyboardInterrupt:
-        _cancelled(store, job_id)
+        _cancelled(store, job_id, work)
         raise
     except MinetuneError as exc:
         jobs_db.update_job(store, job_id, status="failed", error=str(exc), finished_at=datetime.now(UTC))
@@ -218,9 +222,9 @@ def run(
     curve = _curve(list(previous.loss_curve or []) + result.loss_curve if resume else result.loss_curve)
     if result.cancelled:
         job = jobs_db.update_job(store, job_id, loss_curve=curve)
-        return Outcome(_cancelled(store, job_id), "cancelled", fit=result)
+        return Outcome(_cancelled(store, job_id, work), "cancelled", fit=result)
     metrics = dict(previous.metrics or {}) | _summary(result)
-    decision = gate(result.before, result.after) if gate is not None else None
+    decision = plan.gate.decide(result.before, result.after) if plan.gate is not None else None
     if decision is not None:
         metrics["gate"] = decision.report | {"accepted": decision.accepted, "reason": decision.reason}
     if decision is not None and not decision.accepted:
@@ -324,16 +328,20 @@ def _note(plan: Plan) -> str:
     return text
 
 
-def _cancelled(store: Store, job_id: int) -> TrainingJob:
-    return jobs_db.update_job(
-        store,
-        job_id,
-        status="cancelled",
-        error=(
+def _cancelled(store: Store, job_id: int, work: Path) -> TrainingJob:
+    """Mark the job cancelled; offer ``--resume`` only when a checkpoint was saved to resume from."""
+    if last_checkpoint(work / "checkpoints") is not None:
+        error = (
             f"Cancelled; the previous adapter stays active. Resume with `minetune train --resume {job_id}`."
-        ),
-        finished_at=datetime.now(UTC),
-    )
+        )
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        error = (
+            "Cancelled; the previous adapter stays active. No checkpoint was saved (the resident engine "
+            "keeps none, and the trl engine saves one only when cancelled cleanly or every save_steps), "
+            "so it cannot be resumed: start a new run with `minetune train`."
+        )
+    return jobs_db.update_job(store, job_id, status="cancelled", error=error, finished_at=datetime.now(UTC))
 
 
 def train(
@@ -352,7 +360,7 @@ def train(
     minimum: int = MIN_EXAMPLES,
     examples: Sequence[Any] | None = None,
     eval_sets: EvalSets | None = None,
-    gate: Gate | None = None,
+    gate: GateConfig | None = None,
     kind: str = "train",
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -390,14 +398,18 @@ def train(
             "(`minetune train --retrain-tainted`)."
         )
     base_model = base_for(store, settings, program, base, parent)
+    if eval_sets is None:
+        learned = {a for ex in chosen for a in ex.attempt_ids}
+        learned |= set(parent.lineage_attempt_ids or []) if parent is not None else set()
+        eval_sets = default_eval_sets(
+            store, program, method, found.valid, threshold, config.seed, exclude=learned
+        )
     plan = Plan(
         program=program,
         method=method,
         base=base_model,
         train=chosen,
-        eval_sets=eval_sets
-        if eval_sets is not None
-        else default_eval_sets(store, program, method, found.valid, threshold, config.seed),
+        eval_sets=eval_sets,
         config=config,
         kind=kind,
         domain=parent.domain if parent is not None and domain == "general" else domain,
@@ -405,8 +417,9 @@ def train(
         activate=activate,
         selection=selection.to_dict(),
         threshold=threshold,
+        gate=gate,
     )
-    return run(store, settings, plan, on_progress=on_progress, cancel=cancel, gate=gate)
+    return run(store, settings, plan, on_progress=on_progress, cancel=cancel)
 
 
 def resume(
@@ -416,9 +429,10 @@ def resume(
     *,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-    gate: Gate | None = None,
 ) -> Outcome:
-    """Continue a cancelled (or failed) local job from its last checkpoint, on the same examples."""
+    """Continue a cancelled (or failed) local job from its last checkpoint, as the same run: the
+    same examples, held-out sets, EWC anchor and gate (an update is published and activated only
+    if it passes the gate it was started with)."""
     job = jobs_db.get_job(store, job_id)
     program = jobs_db.job_program_name(store, job_id)
     if job.kind != "local":
@@ -431,6 +445,12 @@ def resume(
             f"Job {job_id} left no checkpoint to resume from; start a new run with `minetune train`."
         )
     hp = dict(job.hyperparameters or {})
+    kind = str(hp.get("kind") or "train")
+    if kind == "update" and not hp.get("gate"):
+        raise TrainingError(
+            f"Job {job_id} is an incremental update recorded without its gate settings, so it cannot be "
+            "resumed through its gate; start a new update with `minetune train update`."
+        )
     config = TrainConfig.from_dict(hp)
     threshold = int(hp.get("threshold", DEFAULT_THRESHOLD))
     by_key: dict[tuple[Any, ...], Any] = {}
@@ -458,7 +478,13 @@ def resume(
         targets=lookup(evals.get("targets") or [], job.method, "held-out"),
         retain=_lookup_loose(by_key, evals.get("retain") or [], job.method),
     )
+    ewc_examples = lookup(hp.get("ewc") or [], job.method, "EWC")
     parent = adapters_db.get_adapter(store, hp["parent_adapter"]) if hp.get("parent_adapter") else None
+    if parent is not None and parent.tainted_at is not None:
+        raise TrainingError(
+            f"Job {job_id} continues adapter {parent.id}, which learned from forgotten data; retrain it "
+            "first (`minetune train --retrain-tainted`)."
+        )
     replaces = adapters_db.get_adapter(store, hp["replaces_adapter"]) if hp.get("replaces_adapter") else None
     base = BaseModel(job.base_model, str(hp.get("base_backend") or "hf"), hp.get("base_url"))
     plan = Plan(
@@ -468,16 +494,18 @@ def resume(
         train=train_examples,
         eval_sets=sets,
         config=config,
-        kind=str(hp.get("kind") or "train"),
+        kind=kind,
         domain=str(hp.get("domain") or "general"),
         parent=parent,
         replaces=replaces,
         activate=bool(hp.get("activate", True)),
         replayed=int(hp.get("replayed") or 0),
+        ewc_examples=ewc_examples,
         selection=dict(hp.get("selection") or {}),
         threshold=threshold,
+        gate=GateConfig.from_dict(hp["gate"]) if hp.get("gate") else None,
     )
-    return run(store, settings, plan, on_progress=on_progress, cancel=cancel, gate=gate, job_id=job_id)
+    return run(store, settings, plan, on_progress=on_progress, cancel=cancel, job_id=job_id)
 
 
 def _lookup_loose(by_key: dict[Any, Any], keys: list[list[int]], method: str) -> list[Any]:

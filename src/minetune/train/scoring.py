@@ -95,14 +95,19 @@ def answer_texts(examples: Sequence[Any]) -> list[tuple[Sequence[dict[str, str]]
 
 
 def score(scorer: Scorer, sets: EvalSets) -> dict[str, Any]:
-    """Margin per held-out pair, and losses on the held-out targets and retained examples."""
+    """Margin per held-out pair (``margins``, mean ``margin``), the mean token loss per held-out
+    answer (``target_losses``) and over all of them (``valid_loss``), and the loss on the retained
+    examples (``retain_loss``)."""
     result: dict[str, Any] = {}
     if sets.pairs:
         margins = scorer.margins(sets.pairs)
         result["margins"] = margins
         result["margin"] = sum(margins) / len(margins)
     if sets.targets:
-        result["valid_loss"] = scorer.loss(answer_texts(sets.targets))
+        scored = [(s, n) for s, n in scorer.logps(answer_texts(sets.targets)) if n]
+        tokens = sum(n for _, n in scored)
+        result["target_losses"] = [-s / n for s, n in scored]
+        result["valid_loss"] = -sum(s for s, _ in scored) / tokens if tokens else None
     if sets.retain:
         result["retain_loss"] = scorer.loss(answer_texts(sets.retain))
     return result
