@@ -28,7 +28,8 @@ from minetune.train.datasets import split
 
 SYSTEM = "You are a helpful assistant."
 GOOD = "Paris is the capital of France."
-SEED_QUESTIONS = [f"Question number {i}: what is the capital of France?" for i in range(12)]
+# 80 seeds put 8 prompt groups in the 10% validation split: the gate's minimum of held-out answers.
+SEED_QUESTIONS = [f"Question number {i}: what is the capital of France?" for i in range(80)]
 CANDIDATES = [
     f"Another question, {word}: which city is the French capital?"
     for word in (
@@ -73,7 +74,8 @@ def _one_thread() -> Iterator[None]:
 
 
 def continual_settings(**overrides: Any) -> Settings:
-    """Continual learning on, with a tiny update and the gate opened wide (this is about wiring)."""
+    """Continual learning on, with a tiny update and the gate opened wide (this is about wiring):
+    any change passes the sign test against -1e9, but it still needs 8 held-out answers."""
     config = ContinualSettings(
         enabled=True, threshold=N, min_improvement=-1e9, retention_tolerance=1e9, train=LORA
     )
@@ -89,7 +91,7 @@ def prompt(store: Store, question: str) -> list[dict[str, str]]:
 
 
 def seed(store: Store, model_dir: Path) -> None:
-    """Program ``p`` on the tiny model with 12 accepted answers, stored as the loop stores them."""
+    """Program ``p`` on the tiny model with 80 accepted answers, stored as the loop stores them."""
     store.create_program("p", SYSTEM, f"hf:{model_dir}")
     conv = store.start_conversation("p").id
     for question in SEED_QUESTIONS:
