@@ -1,24 +1,22 @@
 """How the server learns after feedback: the same :class:`minetune.app.exchange.Learning` as every
-interface, with critiques distilled by the program's model and the work run in the background,
-one job at a time per program, after the response has been written."""
+interface, with critiques distilled by the program's model and the work run as ``learn`` jobs of
+the one job runner (:mod:`minetune.app.jobs`): after the response has been written, one at a time
+per program in every process sharing the database."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
+from minetune.app import jobs
 from minetune.app.exchange import Learning
 from minetune.errors import MinetuneError
 from minetune.models.base import ChatModel
 from minetune.server.state import ServerState
 from minetune.store import Store
 
-_LOCKS: dict[tuple[int, int, str], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
 
 def server_learning(state: ServerState) -> Learning:
-    """The server's learning: background, serialised per (user, program)."""
+    """The server's learning: background jobs, serialised per (user, program)."""
 
     def reflector(store: Store, program: str) -> ChatModel | None:
         try:
@@ -28,14 +26,6 @@ def server_learning(state: ServerState) -> Learning:
             return None  # no model to distil critiques with: demos are still updated
 
     def background(store: Store, program: str, work: Callable[[], object]) -> None:
-        key = (id(store.db), store.user_id, program)
-        with _LOCKS_GUARD:
-            lock = _LOCKS.setdefault(key, threading.Lock())
-
-        def serialised() -> None:
-            with lock:  # versions are numbered in order; one learning job at a time per program
-                work()
-
-        state.submit(serialised)
+        jobs.submit_learning(store, state.settings, program, work)
 
     return Learning(state.settings, reflector, background)
