@@ -469,13 +469,17 @@ def scrub(db: Database) -> str:
     if engine.dialect.name == "postgresql":
         done: list[str] = []
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("SET lock_timeout = '200ms'")
-            for table in TOUCHED_TABLES:
-                try:
-                    conn.exec_driver_sql(f'VACUUM FULL "{table}"')
-                    done.append(f"VACUUM FULL {table}")
-                except OperationalError:  # busy: a plain VACUUM needs no exclusive lock
-                    conn.exec_driver_sql(f'VACUUM "{table}"')
-                    done.append(f"VACUUM {table}")
+            try:
+                for table in TOUCHED_TABLES:
+                    conn.exec_driver_sql("SET lock_timeout = '200ms'")
+                    try:
+                        conn.exec_driver_sql(f'VACUUM FULL "{table}"')
+                        done.append(f"VACUUM FULL {table}")
+                    except OperationalError:  # busy: a plain VACUUM needs no exclusive lock
+                        conn.exec_driver_sql("RESET lock_timeout")
+                        conn.exec_driver_sql(f'VACUUM "{table}"')
+                        done.append(f"VACUUM {table}")
+            finally:  # the connection goes back to the pool: no lock timeout may stay on it
+                conn.exec_driver_sql("RESET lock_timeout")
         return "postgresql: " + ", ".join(done)
     return f"{engine.dialect.name}: no scrub step known"
