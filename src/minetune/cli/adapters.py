@@ -98,7 +98,7 @@ def adapter_create(
 ) -> None:
     """Train a new adapter for DOMAIN from a slice of the program's examples."""
     from minetune.train.adapters import create, parse_date
-    from minetune.train.lora import Selection
+    from minetune.train.examples import Selection
 
     selection = Selection(
         parse_date(since) if since else None, parse_date(until) if until else None, tuple(conversations)

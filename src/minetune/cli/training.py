@@ -28,7 +28,7 @@ stays active); `minetune train --resume JOB` continues it. Needs the training ex
 
 
 def _train_config(**opts: Any) -> Any:
-    from minetune.train.lora import TrainConfig
+    from minetune.train.config import TrainConfig
 
     fields = {
         "epochs": opts.get("epochs"),
@@ -217,7 +217,7 @@ def train_app(
         return
     if resume_job is not None:
         from minetune.store import training as training_db
-        from minetune.train.lora import resume
+        from minetune.train.runs import resume
 
         outcome = _run_training(
             ctx,
@@ -228,7 +228,7 @@ def train_app(
             {"resume": resume_job},
         )
     else:
-        from minetune.train.lora import train
+        from minetune.train.runs import train
 
         outcome = _run_training(
             ctx,
