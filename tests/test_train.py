@@ -504,6 +504,15 @@ def test_train_commands(store: Store, tiny_model_dir: Path) -> None:
         (1, "retired", True, False),
         (2, "ready", False, True),
     ]
+    # `adapter create` trains a domain adapter as a job too.
+    result = runner.invoke(app, ["adapter", "create", "cats", "-p", "p", "--method", "sft", *args])
+    assert result.exit_code == 0, result.output
+    assert "Adapter 3 (SFT" in " ".join(result.output.split())
+    assert [a["domain"] for a in json.loads(runner.invoke(app, ["adapter", "list", "--json"]).output)] == [
+        "general",
+        "cats",
+    ]
+    assert job_rows.list_jobs(store, "p", kinds=["train"])[0].status == "succeeded"
     result = runner.invoke(app, ["train", "-p", "p", "--method", "sft", "--base", "ollama:llama3.2", *args])
     assert result.exit_code == 1 and "needs a local base model" in str(result.exception)
     assert "needs a local base model" in (job_rows.list_jobs(store, "p", kinds=["train"])[0].error or "")

@@ -105,7 +105,10 @@ def adapter_create(
     )
     settings, store = _settings(ctx), _store(ctx)
     outcome = _run_training(
-        lambda show: create(
+        ctx,
+        program,
+        "train",
+        lambda show, cancel: create(
             store,
             settings,
             program,
@@ -117,8 +120,10 @@ def adapter_create(
             activate=activate,
             threshold=threshold,
             on_progress=show,
+            cancel=cancel,
         ),
         f"{program} {domain}",
+        {"domain": domain},
     )
     _print_outcome(outcome)
     if outcome.status == "cancelled":
