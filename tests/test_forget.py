@@ -457,3 +457,39 @@ def test_canary_in_a_real_adapter_is_retrained_away(
     assert new.tainted_at is None and planted.canary_attempt not in new.lineage_attempt_ids
     assert store.active_version("p").adapter == new.path and Path(new.path).is_dir()
     _check_gone(store, settings, database_url, tmp_path, planted, with_adapters=False)
+
+
+def test_forgetting_an_import_removes_what_it_brought_and_nothing_else(
+    store: Store, settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from minetune.cli import app
+
+    store.create_program("p", "You are terse.")
+    kept = _answer(store, store.start_conversation("p").id, "What is a stoat?", "A small mustelid.")
+    source = tmp_path / "chat.jsonl"
+    lines = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{CANARY} question {i}?"},
+                {"role": "assistant", "content": f"{CANARY} answer {i}."},
+            ]
+        }
+        for i in range(3)
+    ]
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["import", str(source), "--program", "p", "--format", "openai-chat"])
+    assert result.exit_code == 0, result.output
+    assert "import 1 (undo: minetune forget --import 1)" in " ".join(result.output.split())
+    assert "conversations.title" in _sql_hits(database_url, CANARY)
+
+    result = runner.invoke(app, ["forget", "--import", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Forgot 3 turn(s)" in result.output and "1 import record(s)" in result.output
+    assert _sql_hits(database_url, CANARY) == []
+    assert _files_with(settings.home, _db_files(database_url), CANARY.encode()) == []
+    assert store.attempt(kept).response == "A small mustelid."  # what the import did not bring stays
+    result = runner.invoke(app, ["forget", "--import", "1"])
+    assert result.exit_code == 1 and "No import with id 1" in str(result.exception), result.output

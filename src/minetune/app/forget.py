@@ -1,8 +1,9 @@
 """Forget is erasure: delete interactions and remove their text from every place it was copied to.
 
 :func:`forget` (the core operation behind ``minetune forget``, the web app's delete and the
-library) takes turns, conversations, everything before a date, or everything (which includes the
-import records), and in ONE transaction:
+library) takes turns, conversations, imports (every conversation a ``minetune import`` brought,
+and its record), everything before a date, or everything (which includes the import records), and
+in ONE transaction:
 
 * deletes the turns with their attempts, feedback (ratings, critiques, praise texts), embeddings
   and comparisons; conversations named, or left empty, go too;
@@ -183,6 +184,7 @@ def forget(
     *,
     turns: Sequence[int] = (),
     conversations: Sequence[int] = (),
+    imports: Sequence[int] = (),
     before: datetime | None = None,
     everything: bool = False,
     program: str | None = None,
@@ -193,11 +195,14 @@ def forget(
     hosted_transport: httpx.BaseTransport | None = None,
     cancel: threading.Event | None = None,
 ) -> ForgetReport:
-    """Forget the given turns and conversations, plus (within ``program``, else all of this user's
-    programs) every turn before ``before`` or, with ``everything``, every conversation and import
-    record; see the module docstring for every place the text is removed from."""
-    if not (turns or conversations or before or everything):
-        raise MinetuneError("Say what to forget: a turn id, --conversation ID, --before DATE or --all.")
+    """Forget the given turns and conversations and what the given imports brought, plus (within
+    ``program``, else all of this user's programs) every turn before ``before`` or, with
+    ``everything``, every conversation and import record; see the module docstring for every place
+    the text is removed from."""
+    if not (turns or conversations or imports or before or everything):
+        raise MinetuneError(
+            "Say what to forget: a turn id, --conversation ID, --import ID, --before DATE or --all."
+        )
     settings = settings or load_settings()
     report = ForgetReport(dry_run=dry_run)
     job_dirs: list[Path] = []
@@ -209,6 +214,7 @@ def forget(
             store._program_scope(s, program),
             turn_ids=list(turns),
             conversation_ids=list(conversations),
+            import_ids=list(imports),
             before=before,
             everything=everything,
         )

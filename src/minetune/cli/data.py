@@ -174,7 +174,12 @@ def import_cmd(
     out.print(
         f"Imported {path} ({report.format}) into {program}: {report.conversations} conversations, "
         f"{report.turns} turns, {report.attempts} answers, {report.ratings} ratings "
-        f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s",
+        f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s"
+        + (
+            f" · import {report.import_id} (undo: minetune forget --import {report.import_id})"
+            if report.import_id
+            else ""
+        ),
         highlight=False,
     )
     if report.skipped and not verbose:

@@ -15,6 +15,14 @@ def _ids(values: list[int]) -> str:
 @click.command()
 @click.argument("turns", type=int, nargs=-1)
 @click.option("--conversation", "conversations", type=int, multiple=True, help="Forget a whole conversation.")
+@click.option(
+    "--import",
+    "imports",
+    type=int,
+    multiple=True,
+    metavar="ID",
+    help="Forget everything one `minetune import` brought (its id is printed by the import).",
+)
 @click.option("--before", metavar="DATE", help="Forget every turn before DATE (YYYY-MM-DD or ISO time).")
 @click.option("--all", "everything", is_flag=True, help="Forget every conversation (of --program, or all).")
 @click.option("--program", "-p", help="Limit --before/--all to this program.")
@@ -26,6 +34,7 @@ def forget(
     ctx: click.Context,
     turns: tuple[int, ...],
     conversations: tuple[int, ...],
+    imports: tuple[int, ...],
     before: str | None,
     everything: bool,
     program: str | None,
@@ -33,7 +42,7 @@ def forget(
     retrain: bool,
     yes: bool,
 ) -> None:
-    """Forget TURN ids (or a conversation, everything before a date, or all), and remove their
+    """Forget TURN ids (or a conversation, an import, everything before a date, or all), and remove their
     text from every place it was copied to: later prompts, titles, pinned demos, persona prompts,
     lessons, the judge, job folders and hosted uploads. Adapters trained on it are tainted
     (--retrain rebuilds them now; else `minetune train --retrain-tainted`). What cannot be
@@ -53,6 +62,7 @@ def forget(
         _settings(ctx),
         turns=turns,
         conversations=conversations,
+        imports=imports,
         before=cutoff,
         everything=everything,
         program=program,

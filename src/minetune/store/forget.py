@@ -65,12 +65,28 @@ def resolve_scope(
     *,
     turn_ids: Sequence[int] = (),
     conversation_ids: Sequence[int] = (),
+    import_ids: Sequence[int] = (),
     before: datetime | None = None,
     everything: bool = False,
 ) -> Scope:
-    """The user's turns/conversations named, before ``before`` or all (``everything``) within
-    ``program_ids``, and the attempts and feedback under them. Unknown ids raise NotFoundError."""
+    """The user's turns/conversations named, those an import brought, before ``before`` or all
+    (``everything``) within ``program_ids``, and the attempts and feedback under them. Unknown ids
+    raise NotFoundError."""
     scope = Scope()
+    if import_ids:
+        imports = set(
+            s.scalars(
+                select(ImportRecord.id)
+                .join(Program, Program.id == ImportRecord.program_id)
+                .where(ImportRecord.id.in_(list(import_ids)), Program.user_id == user_id)
+            )
+        )
+        missing = sorted(set(import_ids) - imports)
+        if missing:
+            raise NotFoundError(f"No import with id {missing[0]}.")
+        scope.imports = sorted(imports)
+        brought = s.scalars(select(Conversation.id).where(Conversation.import_id.in_(scope.imports)))
+        conversation_ids = [*conversation_ids, *brought]
     owned = (
         select(Turn.id, Turn.conversation_id, Conversation.program_id)
         .join(Conversation, Conversation.id == Turn.conversation_id)
@@ -109,8 +125,9 @@ def resolve_scope(
         scope.turns.update(
             {t: (c, p) for t, c, p in s.execute(owned.where(Conversation.program_id.in_(program_ids)))}
         )
-        scope.imports = list(
-            s.scalars(select(ImportRecord.id).where(ImportRecord.program_id.in_(program_ids)))
+        scope.imports = sorted(
+            set(scope.imports)
+            | set(s.scalars(select(ImportRecord.id).where(ImportRecord.program_id.in_(program_ids))))
         )
     elif before is not None:
         cutoff = _aware(before).astimezone(UTC)

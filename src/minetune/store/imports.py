@@ -80,6 +80,7 @@ class ImportCounts:
     ratings: int = 0
     critiques: int = 0
     skipped_conversations: int = 0
+    import_id: int | None = None  # the imports row written (forget it with `minetune forget --import`)
     # The newest feedback rows with a critique (bounded), for learning lessons after the import.
     critique_feedback_ids: deque[int] = field(default_factory=lambda: deque(maxlen=50))
 
@@ -133,18 +134,18 @@ def write_import(
             if _import_exists(s, prog.id, sha256):
                 return None
             first_new_id = (s.scalar(select(func.max(Conversation.id))) or 0) + 1
+            record = ImportRecord(program_id=prog.id, sha256=sha256, path=path, format=format, counts={})
+            s.add(record)
+            s.flush()  # its id goes on every conversation it brings, so the import can be forgotten
             batch: list[NewConversation] = []
             for conv in conversations:
                 batch.append(conv)
                 if len(batch) >= batch_size:
-                    _write_batch(s, prog.id, batch, first_new_id, counts, on_skip)
+                    _write_batch(s, prog.id, record.id, batch, first_new_id, counts, on_skip)
                     batch = []
-            _write_batch(s, prog.id, batch, first_new_id, counts, on_skip)
-            s.add(
-                ImportRecord(
-                    program_id=prog.id, sha256=sha256, path=path, format=format, counts=counts.as_dict()
-                )
-            )
+            _write_batch(s, prog.id, record.id, batch, first_new_id, counts, on_skip)
+            record.counts = counts.as_dict()
+            counts.import_id = record.id
             s.flush()
     except IntegrityError as exc:
         raise StoreError(f"The import was rejected by the database and rolled back: {exc.orig}") from exc
@@ -154,6 +155,7 @@ def write_import(
 def _write_batch(
     s: Session,
     program_id: int,
+    import_id: int,
     batch: list[NewConversation],
     first_new_id: int,
     counts: ImportCounts,
@@ -204,6 +206,7 @@ def _write_batch(
                 "title": (c.title or "")[:MAX_TITLE],
                 "source": c.source,
                 "external_id": c.external_id[:MAX_EXTERNAL_ID] if c.external_id else None,
+                "import_id": import_id,
                 "created_at": c.created_at or now,
             }
             for c in keep

@@ -106,6 +106,8 @@ class Conversation(Base):
     source: Mapped[str] = mapped_column(String(50), default="chat")
     # Identity in the system it was imported from (e.g. a ChatGPT conversation id); makes imports idempotent.
     external_id: Mapped[str | None] = mapped_column(String(300), index=True)
+    # The import that brought it in (None for chat, proxy and bundles), so an import can be forgotten.
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     turns: Mapped[list[Turn]] = relationship(
         back_populates="conversation", order_by="Turn.index", cascade="all, delete-orphan"

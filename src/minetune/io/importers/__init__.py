@@ -66,6 +66,7 @@ class ImportReport:
     program: str
     sha256: str = ""
     already_imported: bool = False
+    import_id: int | None = None  # the stored import (``minetune forget --import ID`` removes it)
     conversations: int = 0
     turns: int = 0
     attempts: int = 0
@@ -183,6 +184,7 @@ def import_file(
 
 
 def _fill(report: ImportReport, counts: ImportCounts) -> None:
+    report.import_id = counts.import_id
     report.conversations = counts.conversations
     report.turns = counts.turns
     report.attempts = counts.attempts
