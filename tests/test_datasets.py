@@ -78,7 +78,7 @@ def bulk_turns(
     :func:`add_turn` would store, written in one transaction to keep fixtures fast."""
     version = store.active_version(program)
     with store.db.transaction() as s:
-        program_id = store._program(s, program).id
+        program_id = store.program_row(s, program).id
         for message, answers in turns:
             turn = Turn(index=0, user_message=message)
             s.add(Conversation(program_id=program_id, title=message, turns=[turn]))

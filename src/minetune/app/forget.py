@@ -211,7 +211,7 @@ def forget(
         scope = forget_db.resolve_scope(
             s,
             store.user_id,
-            store._program_scope(s, program),
+            store.program_ids(s, program),
             turn_ids=list(turns),
             conversation_ids=list(conversations),
             import_ids=list(imports),

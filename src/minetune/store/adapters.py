@@ -75,7 +75,7 @@ def publish_adapter(
     the adapter and version in its metrics; a ``replaces_id`` adapter is retired.
     """
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         lineage = set(int(a) for a in example_attempt_ids)
         if parent_id is not None:
             parent = _adapter(store, s, parent_id)
@@ -140,7 +140,7 @@ def use_adapter(
 
     ``model_spec`` is the spec the new version answers with. Retired adapters are refused."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         path: str | None = None
         if adapter_id is not None:
             adapter = _adapter(store, s, adapter_id)
@@ -178,7 +178,7 @@ def list_adapters(
             .order_by(Adapter.id)
         )
         if program is not None:
-            query = query.where(Adapter.program_id == store._program(s, program).id)
+            query = query.where(Adapter.program_id == store.program_row(s, program).id)
         if not include_retired:
             query = query.where(Adapter.status != "retired")
         return [(a, name) for a, name in s.execute(query)]
@@ -191,7 +191,7 @@ def adapter_by_path(store: Store, program: str, path: str | None) -> Adapter | N
     with store.db.transaction() as s:
         return s.scalar(
             select(Adapter)
-            .where(Adapter.program_id == store._program(s, program).id, Adapter.path == path)
+            .where(Adapter.program_id == store.program_row(s, program).id, Adapter.path == path)
             .order_by(Adapter.id.desc())
         )
 

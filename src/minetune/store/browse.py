@@ -78,7 +78,7 @@ def attempt_location(store: Store, attempt_id: int) -> tuple[str, int, int]:
 def conversations(store: Store, program: str, limit: int = 200) -> list[ConversationSummary]:
     """The program's conversations, newest first, with their number of turns."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         counts = (
             select(Turn.conversation_id, func.count().label("n")).group_by(Turn.conversation_id).subquery()
         )
@@ -99,7 +99,7 @@ def _turns_with_attempts() -> Any:
 def conversation_turns(store: Store, conversation_id: int) -> tuple[Conversation, list[Turn]]:
     """A conversation and its turns in order, each with its attempts and their feedback loaded."""
     with store.db.transaction() as s:
-        conv = store._owned(s, Conversation, conversation_id)
+        conv = store.owned_row(s, Conversation, conversation_id)
         turns = s.scalars(
             _turns_with_attempts().where(Turn.conversation_id == conv.id).order_by(Turn.index)
         ).all()
@@ -109,7 +109,7 @@ def conversation_turns(store: Store, conversation_id: int) -> tuple[Conversation
 def program_turns(store: Store, program: str, limit: int = 1000) -> list[Turn]:
     """The program's newest turns (newest first), with attempts and feedback loaded."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         return list(
             s.scalars(
                 _turns_with_attempts()
@@ -137,7 +137,7 @@ def version_by_id(store: Store, version_id: int) -> ProgramVersion:
 def set_excluded(store: Store, turn_id: int, excluded: bool) -> None:
     """Exclude a turn from demos and training data (it is kept), or bring it back."""
     with store.db.transaction() as s:
-        store._owned(s, Turn, turn_id).excluded = excluded
+        store.owned_row(s, Turn, turn_id).excluded = excluded
 
 
 def add_user_edit(store: Store, turn_id: int, text: str) -> Attempt:
@@ -150,7 +150,7 @@ def add_user_edit(store: Store, turn_id: int, text: str) -> Attempt:
     if not text.strip():
         raise StoreError("An edited answer needs some text.")
     with store.db.transaction() as s:
-        turn = store._owned(s, Turn, turn_id)
+        turn = store.owned_row(s, Turn, turn_id)
         attempts = s.scalars(select(Attempt).where(Attempt.turn_id == turn.id).order_by(Attempt.number)).all()
         first = attempts[0] if attempts else None
         latest = attempts[-1] if attempts else None
@@ -196,7 +196,7 @@ class AttemptUsage:
 def feedback_events(store: Store, program: str) -> list[FeedbackEvent]:
     """Every feedback event of the program's turns, oldest first."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         rows = s.execute(
             select(
                 Feedback.id,
@@ -218,7 +218,7 @@ def feedback_events(store: Store, program: str) -> list[FeedbackEvent]:
 def turns_reaching_five(store: Store, program: str) -> list[tuple[datetime, int]]:
     """(turn time, attempts to the first model-made 5-star answer) per turn that reached one."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         rows = s.execute(
             select(Turn.created_at, Turn.attempts_to_5)
             .join(Conversation, Conversation.id == Turn.conversation_id)
@@ -231,7 +231,7 @@ def turns_reaching_five(store: Store, program: str) -> list[tuple[datetime, int]
 def attempt_usage(store: Store, program: str) -> list[AttemptUsage]:
     """Token usage of every model-made attempt of the program, oldest first."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         rows = s.execute(
             select(Attempt.created_at, Attempt.model_spec, Attempt.prompt_tokens, Attempt.completion_tokens)
             .join(Turn, Turn.id == Attempt.turn_id)

@@ -33,7 +33,7 @@ def create_comparison(store: Store, program: str, *, turn_id: int | None = None,
 
     A ``turn_id`` must be one of this program's turns."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         if turn_id is not None:
             owner = s.scalar(
                 select(Conversation.program_id)
@@ -81,7 +81,7 @@ def list_comparisons(store: Store, program: str, limit: int | None = None) -> li
     with store.db.transaction() as s:
         query = (
             select(Comparison)
-            .where(Comparison.program_id == store._program(s, program).id)
+            .where(Comparison.program_id == store.program_row(s, program).id)
             .order_by(Comparison.id.desc())
         )
         if limit is not None:
@@ -95,7 +95,7 @@ def recent_messages(store: Store, program: str, limit: int = 20) -> list[tuple[i
         newest = (
             select(func.max(Turn.id).label("turn_id"))
             .join(Conversation, Conversation.id == Turn.conversation_id)
-            .where(Conversation.program_id == store._program(s, program).id)
+            .where(Conversation.program_id == store.program_row(s, program).id)
             .group_by(Turn.user_message)
             .subquery()
         )
@@ -114,7 +114,7 @@ def turn_message(store: Store, program: str, turn_id: int) -> str:
         message = s.scalar(
             select(Turn.user_message)
             .join(Conversation, Conversation.id == Turn.conversation_id)
-            .where(Turn.id == turn_id, Conversation.program_id == store._program(s, program).id)
+            .where(Turn.id == turn_id, Conversation.program_id == store.program_row(s, program).id)
         )
         if message is None:
             raise NotFoundError(f"Program {program!r} has no turn {turn_id}.")

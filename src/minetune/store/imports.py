@@ -130,7 +130,7 @@ def write_import(
     counts = ImportCounts()
     try:
         with store.db.transaction() as s:
-            prog = store._program(s, program)
+            prog = store.program_row(s, program)
             if _import_exists(s, prog.id, sha256):
                 return None
             first_new_id = (s.scalar(select(func.max(Conversation.id))) or 0) + 1

@@ -92,7 +92,7 @@ def create(
     if kind not in JOB_KINDS:
         raise StoreError(f"Unknown job kind {kind!r}; one of: {', '.join(JOB_KINDS)}.")
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         job = Job(
             program_id=prog.id,
             kind=kind,
@@ -244,7 +244,7 @@ def discard(store: Store, job_id: int) -> None:
 def prune(store: Store, program: str, kind: str, keep: int) -> int:
     """Delete all but the newest ``keep`` finished jobs of ``kind`` for ``program``; how many."""
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         ids = s.scalars(
             select(Job.id)
             .where(Job.program_id == prog.id, Job.kind == kind, Job.status.in_(FINISHED))

@@ -84,7 +84,9 @@ class Store:
                     user_id = s.scalars(select(User.id).where(User.name == name)).one()
             return user_id
 
-    def _program(self, s: Session, name: str) -> Program:
+    def program_row(self, s: Session, name: str) -> Program:
+        """This user's program ``name`` inside the caller's transaction (``default`` is created on
+        first use); NotFoundError for another name that does not exist. For store modules."""
         query = select(Program).where(Program.user_id == self.user_id, Program.name == name)
         program = s.scalar(query)
         if program is None:
@@ -137,11 +139,11 @@ class Store:
     def program(self, name: str = DEFAULT_PROGRAM) -> Program:
         """The named program; ``default`` is created on first use."""
         with self.db.transaction() as s:
-            return self._program(s, name)
+            return self.program_row(s, name)
 
     def programs(self) -> list[Program]:
         with self.db.transaction() as s:
-            self._program(s, DEFAULT_PROGRAM)
+            self.program_row(s, DEFAULT_PROGRAM)
             return list(
                 s.scalars(select(Program).where(Program.user_id == self.user_id).order_by(Program.id))
             )
@@ -150,7 +152,7 @@ class Store:
 
     def versions(self, program: str = DEFAULT_PROGRAM) -> list[ProgramVersion]:
         with self.db.transaction() as s:
-            prog = self._program(s, program)
+            prog = self.program_row(s, program)
             query = select(ProgramVersion).where(ProgramVersion.program_id == prog.id)
             return list(s.scalars(query.order_by(ProgramVersion.number)))
 
@@ -166,25 +168,25 @@ class Store:
 
     def active_version(self, program: str = DEFAULT_PROGRAM) -> ProgramVersion:
         with self.db.transaction() as s:
-            prog = self._program(s, program)
+            prog = self.program_row(s, program)
             version = s.get(ProgramVersion, prog.active_version_id)
             assert version is not None
             return version
 
     def version(self, program: str, number: int) -> ProgramVersion:
         with self.db.transaction() as s:
-            return self._version(s, self._program(s, program), number)
+            return self._version(s, self.program_row(s, program), number)
 
     def add_version(
         self, program: str = DEFAULT_PROGRAM, *, note: str = "", activate: bool = True, **changes: Any
     ) -> ProgramVersion:
         """A new version copied from the active one with ``changes`` applied (versions are immutable)."""
         with self.db.transaction() as s:
-            return new_version(s, self._program(s, program), note, activate, **changes)
+            return new_version(s, self.program_row(s, program), note, activate, **changes)
 
     def activate(self, program: str, number: int) -> ProgramVersion:
         with self.db.transaction() as s:
-            prog = self._program(s, program)
+            prog = self.program_row(s, program)
             version = self._version(s, prog, number)
             prog.active_version_id = version.id
             return version
@@ -192,7 +194,7 @@ class Store:
     def rollback(self, program: str = DEFAULT_PROGRAM) -> ProgramVersion:
         """Activate the parent of the active version."""
         with self.db.transaction() as s:
-            prog = self._program(s, program)
+            prog = self.program_row(s, program)
             active = s.get(ProgramVersion, prog.active_version_id)
             assert active is not None
             if active.parent_id is None:
@@ -210,13 +212,14 @@ class Store:
         self, program: str = DEFAULT_PROGRAM, title: str = "", source: str = "chat"
     ) -> Conversation:
         with self.db.transaction() as s:
-            conv = Conversation(program_id=self._program(s, program).id, title=title[:500], source=source)
+            conv = Conversation(program_id=self.program_row(s, program).id, title=title[:500], source=source)
             s.add(conv)
             s.flush()
             return conv
 
-    def _owned(self, s: Session, model: type[Any], row_id: int) -> Any:
-        """Load a conversation/turn/attempt/feedback row only if it belongs to this user."""
+    def owned_row(self, s: Session, model: type[Any], row_id: int) -> Any:
+        """Load a conversation/turn/attempt/feedback row only if it belongs to this user (else
+        NotFoundError), inside the caller's transaction. For store modules."""
         query = select(model).join(Program, Program.user_id == self.user_id)
         if model is Conversation:
             query = query.where(Conversation.program_id == Program.id)
@@ -240,7 +243,7 @@ class Store:
 
     def add_turn(self, conversation_id: int, user_message: str) -> Turn:
         with self.db.transaction() as s:
-            conv = self._owned(s, Conversation, conversation_id)
+            conv = self.owned_row(s, Conversation, conversation_id)
             turn = Turn(conversation_id=conv.id, index=next_turn_index(s, conv.id), user_message=user_message)
             s.add(turn)
             s.flush()
@@ -249,7 +252,7 @@ class Store:
     def add_attempt(self, turn_id: int, **fields: Any) -> Attempt:
         """Store one attempt; ``number`` is assigned in order within the turn."""
         with self.db.transaction() as s:
-            turn = self._owned(s, Turn, turn_id)
+            turn = self.owned_row(s, Turn, turn_id)
             attempt = Attempt(turn_id=turn.id, number=next_attempt_number(s, turn.id), **fields)
             s.add(attempt)
             s.flush()
@@ -257,7 +260,7 @@ class Store:
 
     def attempt(self, attempt_id: int) -> Attempt:
         with self.db.transaction() as s:
-            attempt = self._owned(s, Attempt, attempt_id)
+            attempt = self.owned_row(s, Attempt, attempt_id)
             s.refresh(attempt, ["feedback"])
             return attempt
 
@@ -266,7 +269,7 @@ class Store:
             return s.scalars(
                 select(Turn)
                 .options(selectinload(Turn.attempts).selectinload(Attempt.feedback))
-                .where(Turn.id == self._owned(s, Turn, turn_id).id)
+                .where(Turn.id == self.owned_row(s, Turn, turn_id).id)
             ).one()
 
     def add_feedback(
@@ -287,7 +290,7 @@ class Store:
             raise StoreError(f"Stars must be a whole number from 1 to 5, got {stars!r}.")
         try:
             with self.db.transaction() as s:
-                attempt = self._owned(s, Attempt, attempt_id)
+                attempt = self.owned_row(s, Attempt, attempt_id)
                 fb = Feedback(attempt_id=attempt.id, kind=kind, stars=stars, critique=critique, text=text)
                 s.add(fb)
                 if stars == 5:
@@ -303,7 +306,7 @@ class Store:
     def history(self, conversation_id: int, before_turn: int | None = None) -> list[tuple[str, str]]:
         """(user message, last response) for each answered turn of a conversation, in order."""
         with self.db.transaction() as s:
-            conv = self._owned(s, Conversation, conversation_id)
+            conv = self.owned_row(s, Conversation, conversation_id)
             query = (
                 select(Turn)
                 .options(selectinload(Turn.attempts))
@@ -320,15 +323,16 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _program_scope(self, s: Session, program: str | None) -> list[int]:
+    def program_ids(self, s: Session, program: str | None) -> list[int]:
+        """Ids of the program named (None: all of this user's programs) in the caller's transaction."""
         if program is None:
             return list(s.scalars(select(Program.id).where(Program.user_id == self.user_id)))
-        return [self._program(s, program).id]
+        return [self.program_row(s, program).id]
 
     def stats(self, program: str | None = None) -> dict[str, Any]:
         """Counts, the star histogram (each attempt's effective rating), and attempts-to-5 stars."""
         with self.db.transaction() as s:
-            ids = self._program_scope(s, program)
+            ids = self.program_ids(s, program)
             turn_q = (
                 select(Turn.id, Turn.attempts_to_5).join(Conversation).where(Conversation.program_id.in_(ids))
             )
@@ -372,7 +376,7 @@ class Store:
     def captures(self, program: str | None = None) -> list[Capture]:
         """Every praised attempt with the exact prompt that produced it, oldest first."""
         with self.db.transaction() as s:
-            ids = self._program_scope(s, program)
+            ids = self.program_ids(s, program)
             rows = s.execute(
                 select(Feedback, Attempt, Turn, Conversation, Program.name)
                 .join(Attempt, Feedback.attempt_id == Attempt.id)
@@ -437,7 +441,7 @@ class Store:
                 .join(Attempt, Feedback.attempt_id == Attempt.id)
                 .join(Turn)
                 .join(Conversation)
-                .where(Conversation.program_id == self._program(s, program).id, Turn.excluded.is_(False))
+                .where(Conversation.program_id == self.program_row(s, program).id, Turn.excluded.is_(False))
                 .order_by(Feedback.id)
             )
             if turn_ids is not None:
@@ -454,7 +458,7 @@ class Store:
             newer = s.execute(select(Feedback.id, Feedback.attempt_id).where(Feedback.id > after_id)).all()
             if not newer:
                 return after_id, []
-            program_id = self._program(s, program).id
+            program_id = self.program_row(s, program).id
             query = select(Attempt.id, Attempt.turn_id).join(Turn).join(Conversation)
             query = query.where(Conversation.program_id == program_id)
             if len(newer) <= 500:  # a long IN list makes SQLite's plan far slower than the plain join
@@ -481,12 +485,12 @@ class Store:
             return
         with self.db.transaction() as s:
             for turn_id, blob in vectors.items():
-                self._owned(s, Turn, turn_id)
+                self.owned_row(s, Turn, turn_id)
                 s.merge(TurnEmbedding(turn_id=turn_id, model=model, dim=dim, vector=blob))
 
     def conversation_turn_ids(self, conversation_id: int) -> list[int]:
         with self.db.transaction() as s:
-            conv = self._owned(s, Conversation, conversation_id)
+            conv = self.owned_row(s, Conversation, conversation_id)
             return list(s.scalars(select(Turn.id).where(Turn.conversation_id == conv.id)))
 
     def existing_attempt_ids(self, attempt_ids: list[int]) -> set[int]:
@@ -507,16 +511,16 @@ class Store:
     def delete_turn(self, turn_id: int) -> None:
         """Delete a turn with its attempts, feedback and embedding."""
         with self.db.transaction() as s:
-            turn = self._owned(s, Turn, turn_id)
+            turn = self.owned_row(s, Turn, turn_id)
             s.execute(delete(Turn).where(Turn.id == turn.id))
 
     def feedback(self, feedback_id: int) -> Feedback:
         with self.db.transaction() as s:
-            return self._owned(s, Feedback, feedback_id)
+            return self.owned_row(s, Feedback, feedback_id)
 
     def lessons(self, program: str = DEFAULT_PROGRAM, include_inactive: bool = False) -> list[Lesson]:
         with self.db.transaction() as s:
-            query = select(Lesson).where(Lesson.program_id == self._program(s, program).id)
+            query = select(Lesson).where(Lesson.program_id == self.program_row(s, program).id)
             if not include_inactive:
                 query = query.where(Lesson.status == "active")
             return list(s.scalars(query.order_by(Lesson.id)))
@@ -545,7 +549,7 @@ class Store:
         added lessons.
         """
         with self.db.transaction() as s:
-            prog = self._program(s, program)
+            prog = self.program_row(s, program)
             added = []
             for item in add:
                 text = str(item["text"]).strip()
@@ -589,7 +593,7 @@ class Store:
 
     def judge_state(self, program: str) -> JudgeState | None:
         with self.db.transaction() as s:
-            return s.get(JudgeState, self._program(s, program).id)
+            return s.get(JudgeState, self.program_row(s, program).id)
 
     def save_judge(
         self, program: str, embedder: str, n_ratings: int, state: bytes, metrics: dict[str, Any]
@@ -597,7 +601,7 @@ class Store:
         with self.db.transaction() as s:
             s.merge(
                 JudgeState(
-                    program_id=self._program(s, program).id,
+                    program_id=self.program_row(s, program).id,
                     embedder=embedder,
                     n_ratings=n_ratings,
                     state=state,
@@ -629,7 +633,7 @@ class Store:
 
     def delete_conversation(self, conversation_id: int) -> None:
         with self.db.transaction() as s:
-            conv = self._owned(s, Conversation, conversation_id)
+            conv = self.owned_row(s, Conversation, conversation_id)
             s.execute(delete(Conversation).where(Conversation.id == conv.id))
 
 

@@ -70,7 +70,7 @@ def rated_turns(store: Store, program: str) -> list[TurnRecord]:
     Turns come in conversation then turn order; attempts in number order; feedback in id order.
     """
     with store.db.transaction() as s:
-        prog = store._program(s, program)
+        prog = store.program_row(s, program)
         has_feedback = (
             select(Attempt.turn_id)
             .join(Attempt.feedback)
@@ -138,7 +138,7 @@ def create_job(
         raise StoreError(f"Unknown training method {method!r}; expected one of {', '.join(JOB_METHODS)}.")
     with store.db.transaction() as s:
         job = TrainingJob(
-            program_id=store._program(s, program).id,
+            program_id=store.program_row(s, program).id,
             kind=kind,
             method=method,
             base_model=base_model,
@@ -192,7 +192,7 @@ def list_jobs(
             .order_by(TrainingJob.id.desc())
         )
         if program is not None:
-            query = query.where(TrainingJob.program_id == store._program(s, program).id)
+            query = query.where(TrainingJob.program_id == store.program_row(s, program).id)
         if kind is not None:
             query = query.where(TrainingJob.kind == kind)
         return [(job, name) for job, name in s.execute(query)]
