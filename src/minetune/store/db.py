@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from minetune.errors import StoreError
 
 # The newest migration in store/migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0008_conversation_imports"
+HEAD_REVISION = "0009_attempt_status"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

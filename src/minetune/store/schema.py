@@ -25,6 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 FEEDBACK_KINDS = ("explicit", "praise", "imported", "implicit")
+# An attempt is an answer only when ``complete``: ``streaming`` while its stream runs (stored before
+# the first delta so its id is known), ``interrupted`` when the stream was cut before it finished.
+ATTEMPT_STATUSES = ("complete", "streaming", "interrupted")
+COMPLETE = "complete"
 
 
 def utcnow() -> datetime:
@@ -148,7 +152,13 @@ class Attempt(Base):
     """One response: exactly what was sent to the model and what came back."""
 
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("turn_id", "number"), NEVER_REUSE_IDS)
+    __table_args__ = (
+        UniqueConstraint("turn_id", "number"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{k}'" for k in ATTEMPT_STATUSES) + ")", name="ck_attempts_status"
+        ),
+        NEVER_REUSE_IDS,
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
@@ -162,6 +172,11 @@ class Attempt(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     # Attempt ids whose (user message, rated response) were shown to the model as demos.
     demo_attempt_ids: Mapped[list[Any]] = mapped_column(default=list)
+    # complete | streaming | interrupted (ATTEMPT_STATUSES): only complete attempts are answers
+    # (rated, shown as demos, trained on, exported, sent back as history).
+    status: Mapped[str] = mapped_column(String(20), default=COMPLETE, server_default=COMPLETE, index=True)
+    # ``host:pid`` of the process streaming it, so start-up can tell a dead process's half answer.
+    stream_owner: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     turn: Mapped[Turn] = relationship(back_populates="attempts")
     feedback: Mapped[list[Feedback]] = relationship(
