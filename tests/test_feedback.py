@@ -276,6 +276,18 @@ def test_parse_stars_invalid(value: object) -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    ["1" * 5000, "4" + " " * 5000, 10**5000, 2**63, "9" * 4301 + "/5"],
+    ids=["digits", "padded", "huge-int", "2**63", "digits/5"],
+)
+def test_parse_stars_refuses_huge_input_quickly(value: object) -> None:
+    # A 5,000-digit string must not reach int() (ValueError past 4,300 digits), nor be echoed whole.
+    with pytest.raises(FeedbackError, match="Stars must be a whole number from 1 to 5") as info:
+        parse_stars(value)
+    assert len(str(info.value)) < 120
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         ("2 too long", (2, "too long")),

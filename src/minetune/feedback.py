@@ -301,6 +301,7 @@ class PraiseDetector:
 
 _STAR_NUMBER = re.compile(r"([0-9]+)\s*(?:/\s*5|\*|\u2605|\u2b50|stars?)?")
 _STAR_RUN = re.compile(r"([\u2605\u2b50*]+)\u2606*")
+_MAX_STARS_CHARS = 40  # longer is never a rating (and a huge digit string must not reach int())
 _STAR_WORD = re.compile(r"(?:stars?\b|/\s*5\b|out\s+of\s+5\b)[:,;.]?", re.IGNORECASE)
 
 
@@ -312,7 +313,7 @@ def _stars_or_none(value: object) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str):
+    elif isinstance(value, str) and len(value) <= _MAX_STARS_CHARS:
         text = value.strip().lower().replace("\ufe0f", "")
         if match := _STAR_NUMBER.fullmatch(text):
             number = int(match.group(1))
@@ -328,7 +329,12 @@ def parse_stars(value: object) -> int:
     """
     stars = _stars_or_none(value)
     if stars is None:
-        raise FeedbackError(f"Stars must be a whole number from 1 to 5, got '{value}'")
+        try:
+            shown = str(value)
+        except ValueError:  # an int too long to print
+            shown = "a number with too many digits"
+        shown = shown if len(shown) <= _MAX_STARS_CHARS else shown[:_MAX_STARS_CHARS] + "..."
+        raise FeedbackError(f"Stars must be a whole number from 1 to 5, got '{shown}'")
     return stars
 
 
