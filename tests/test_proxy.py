@@ -21,7 +21,7 @@ from minetune.gateway import program_for_model
 from minetune.models.base import Completion, CompletionStream, Message
 from minetune.server.app import create_app
 from minetune.store import Store
-from minetune.store.schema import Conversation, Turn
+from minetune.store.schema import Attempt, Conversation, Turn
 from minetune.store.users import issue_token
 from serverutil import serve_app
 from webchat import WORDS_EMBEDDER, fake_spec, word_embedder
@@ -401,11 +401,11 @@ class BreaksMidStream:
         return CompletionStream(deltas())
 
 
-def test_a_stream_that_breaks_reports_the_error_and_stores_nothing(tmp_path: Any) -> None:
+def test_a_stream_that_breaks_reports_the_error_and_is_stored_interrupted(tmp_path: Any) -> None:
     settings = load_settings(reoptimize=False, embedder=WORDS_EMBEDDER)
     store = Store.open(settings)
     store.programs()
-    with rows_unchanged(store), serve_app(create_app(settings, model=BreaksMidStream())) as url:
+    with serve_app(create_app(settings, model=BreaksMidStream())) as url:
         stream = _client(url).chat.completions.create(
             model="minetune/default", messages=[{"role": "user", "content": "hi"}], stream=True
         )
@@ -413,6 +413,13 @@ def test_a_stream_that_breaks_reports_the_error_and_stores_nothing(tmp_path: Any
         with pytest.raises(openai.APIError, match="upstream went away mid-stream"):
             for chunk in stream:
                 received.append(chunk.choices[0].delta.content or "")
+        with store.db.transaction() as s:
+            (attempt,) = s.scalars(select(Attempt)).all()
+        # What arrived is kept, visibly interrupted; it is no answer: rating it is refused.
+        assert (attempt.status, attempt.response) == ("interrupted", "Half an ans")
+        with rows_unchanged(store):
+            r = httpx.post(url + "/v1/feedback", json={"response_id": f"mt-{attempt.id}", "stars": 5})
+        assert r.status_code == 400 and "interrupted" in r.json()["error"]["message"]
     assert "".join(received) == "Half an ans"
     store.close()
 

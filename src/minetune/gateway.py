@@ -21,6 +21,7 @@ exactly as for :class:`~minetune.loop.Session`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ import numpy as np
 
 from minetune.app import exchange
 from minetune.app.exchange import Learning, MessageTooLongError, Recorded
+from minetune.app.jobs import this_owner
 from minetune.config import Settings
 from minetune.errors import MinetuneError, NotFoundError
 from minetune.feedback import PraiseDetector
@@ -41,10 +43,18 @@ from minetune.learn.reoptimize import Learner
 from minetune.models.base import ChatModel, Completion, CompletionStream, Message
 from minetune.program import render_system_prompt
 from minetune.store import DEFAULT_PROGRAM, Store
-from minetune.store.exchanges import ExchangeIds, discard_exchange, find_answer, finish_attempt
+from minetune.store.exchanges import (
+    STREAMING,
+    ExchangeIds,
+    find_answer,
+    finish_attempt,
+    interrupt_attempt,
+)
 from minetune.store.schema import ProgramVersion
 
 __all__ = ["Answer", "AnswerStream", "Gateway", "MessageTooLongError", "Prepared", "record_feedback"]
+
+log = logging.getLogger(__name__)
 
 RESPONSE_ID_PREFIX = "mt-"
 MODEL_PREFIX = "minetune/"
@@ -238,12 +248,26 @@ class Gateway:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> AnswerStream:
-        """Start streaming from ``model``; the attempt is stored before the first delta so its id
-        is known. Errors connecting upstream (ModelError) raise here and store nothing."""
+        """Start streaming from ``model``; the attempt is stored (``streaming``, owned by this
+        process) before the first delta so its id is known. Errors connecting upstream (ModelError)
+        raise here and store nothing. Iterate the stream to the end, or close it."""
         start = time.perf_counter()
         upstream = model.stream(prepared.messages, **self._sampling(temperature, max_tokens))
         pending = Completion(text="", model=model.spec)
-        ids = _record(store, self.settings, prepared, model.spec, pending, 0.0)
+        try:
+            ids = _record(
+                store,
+                self.settings,
+                prepared,
+                model.spec,
+                pending,
+                0.0,
+                status=STREAMING,
+                stream_owner=this_owner(),
+            )
+        except BaseException:
+            upstream.close()
+            raise
         return AnswerStream(self, store, prepared, ids, upstream, model.spec, start)
 
     def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
@@ -285,8 +309,11 @@ class RecentAnswers:
 
 class AnswerStream:
     """Iterate for the text deltas of a streamed answer. Its attempt is already stored (see
-    ``response_id``); it is completed when the stream ends, and deleted if it never does
-    (an upstream failure mid-stream or a client that went away)."""
+    ``response_id``) as ``streaming``; it becomes ``complete`` only when upstream finished (a
+    ModelError for a stream that ends early), and ``interrupted``, keeping the text that arrived,
+    when the stream fails or is closed first (:meth:`close`: the client went away). Either way the
+    attempt is settled exactly once; one left ``streaming`` by a killed process is marked
+    ``interrupted`` at the next start-up (:func:`minetune.app.exchange.recover_streams`)."""
 
     def __init__(
         self,
@@ -305,31 +332,79 @@ class AnswerStream:
         self._upstream = upstream
         self._model_spec = model_spec
         self._start = start
+        self._parts: list[str] = []
+        self._deltas: Iterator[str] | None = None
+        self._settled = False
+        self._lock = threading.Lock()
         self.answer: Answer | None = None
+        self.interrupted = False
 
     @property
     def response_id(self) -> str:
         return response_id(self.ids.attempt_id)
 
     def __iter__(self) -> Iterator[str]:
-        finished = False
+        if self._deltas is None:
+            self._deltas = self._run()
+        return self._deltas
+
+    def _run(self) -> Iterator[str]:
         try:
-            yield from self._upstream
-            completion = self._upstream.completion
-            assert completion is not None
-            latency = (time.perf_counter() - self._start) * 1000
-            fields = _attempt_fields(self._prepared, self._model_spec, completion, latency)
-            finish_attempt(
-                self._store,
-                self.ids.attempt_id,
-                **{k: fields[k] for k in ("response", "latency_ms", "prompt_tokens", "completion_tokens")},
-            )
-            self.answer = _answer(self.ids, self._model_spec, completion, latency)
-            self._gateway.remember(self._store, self._prepared.version.program_id, self.answer)
-            finished = True
-        finally:
-            if not finished:
-                discard_exchange(self._store, self.ids)
+            for delta in self._upstream:
+                self._parts.append(delta)
+                yield delta
+        except BaseException:  # upstream failed, or the generator was closed (GeneratorExit)
+            self._interrupt()
+            raise
+        completion = self._upstream.completion
+        assert completion is not None
+        self._settle(completion)
+
+    def close(self) -> None:
+        """End the stream now, from any thread once no delta is being read: upstream is closed
+        and the attempt, unless it completed, is stored ``interrupted``. Idempotent."""
+        deltas = self._deltas
+        if deltas is not None and hasattr(deltas, "close"):
+            try:
+                deltas.close()  # GeneratorExit inside _run: interrupts and closes upstream
+            except ValueError:  # still executing in another thread; settle without it
+                log.warning("Stream %s closed while reading upstream", self.response_id)
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        try:
+            self._upstream.close()
+        except Exception:  # noqa: BLE001 - a backend failing to close must not hide the interruption
+            log.debug("Closing upstream of %s failed", self.response_id, exc_info=True)
+        self._settle(None)
+
+    def _settle(self, completion: Completion | None) -> None:
+        """Store the outcome once: complete with ``completion``, else interrupted with the text so far."""
+        with self._lock:
+            if self._settled:
+                return
+            self._settled = True
+        latency = (time.perf_counter() - self._start) * 1000
+        if completion is None:
+            self.interrupted = True
+            try:
+                interrupt_attempt(
+                    self._store,
+                    self.ids.attempt_id,
+                    response="".join(self._parts),
+                    latency_ms=round(latency, 3),
+                )
+            except Exception:  # the row stays 'streaming': never an answer, recovered at start-up
+                log.exception("Could not mark stream %s interrupted", self.response_id)
+            return
+        fields = _attempt_fields(self._prepared, self._model_spec, completion, latency)
+        finish_attempt(
+            self._store,
+            self.ids.attempt_id,
+            **{k: fields[k] for k in ("response", "latency_ms", "prompt_tokens", "completion_tokens")},
+        )
+        self.answer = _answer(self.ids, self._model_spec, completion, latency)
+        self._gateway.remember(self._store, self._prepared.version.program_id, self.answer)
 
 
 def record_feedback(
@@ -367,16 +442,17 @@ def _record(
     model_spec: str,
     completion: Completion,
     latency: float,
+    **extra: Any,
 ) -> ExchangeIds:
     """Store the exchange (its conversation and turn as needed, and the message's embedding) with
-    ``completion`` as the attempt, in one transaction."""
+    ``completion`` as the attempt (``extra``: more attempt columns), in one transaction."""
     return exchange.record_answer(
         store,
         settings,
         prepared.version,
         prepared.conversation_id,
         prepared.user_message,
-        _attempt_fields(prepared, model_spec, completion, latency),
+        _attempt_fields(prepared, model_spec, completion, latency) | extra,
         title=prepared.title,
         source=SOURCE,
         embedding=prepared.embedding,

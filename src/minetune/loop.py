@@ -33,7 +33,7 @@ from minetune.models.spec import is_routed
 from minetune.program import PriorAttempt, render_messages
 from minetune.store import DEFAULT_PROGRAM, Store, effective_ratings
 from minetune.store.browse import conversation_program
-from minetune.store.schema import Attempt, ProgramVersion
+from minetune.store.schema import COMPLETE, Attempt, ProgramVersion
 
 __all__ = ["MAX_MESSAGE_CHARS", "Response", "Session"]
 
@@ -326,9 +326,12 @@ class Session:
 
 
 def _prior_attempts(attempts: list[Attempt]) -> list[PriorAttempt]:
-    """Each earlier attempt with its effective stars and the critiques it received."""
+    """Each earlier complete attempt with its effective stars and the critiques it received (a
+    half answer, streaming or interrupted, is not shown to the model as an answer)."""
     priors = []
     for attempt in attempts:
+        if attempt.status != COMPLETE:
+            continue
         stars = effective_ratings((fb.attempt_id, fb.kind, fb.stars) for fb in attempt.feedback)
         critiques = [fb.critique for fb in attempt.feedback if fb.critique]
         priors.append(PriorAttempt(attempt.response, stars.get(attempt.id), "; ".join(critiques) or None))

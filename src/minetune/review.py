@@ -7,14 +7,14 @@ are "not found" for another.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from minetune.errors import FeedbackError, NotFoundError
 from minetune.store import Store, browse, effective_ratings
 from minetune.store import adapters as adapters_db
-from minetune.store.schema import Attempt, Turn
+from minetune.store.schema import COMPLETE, Attempt, Turn
 
 MAX_EDIT_CHARS = 200_000
 
@@ -38,6 +38,8 @@ class AttemptView:
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: str
+    # complete | streaming | interrupted: only a complete attempt can be rated (see app.exchange)
+    status: str = COMPLETE
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +84,7 @@ def attempt_view(attempt: Attempt) -> AttemptView:
         prompt_tokens=attempt.prompt_tokens,
         completion_tokens=attempt.completion_tokens,
         created_at=_iso(attempt.created_at),
+        status=attempt.status,
     )
 
 
@@ -148,9 +151,14 @@ def star_range(
 def dataset(
     store: Store, program: str, min_stars: int | None = None, max_stars: int | None = None, limit: int = 500
 ) -> list[TurnView]:
-    """The program's newest turns with all their attempts. With a star range, only turns where
-    some attempt's effective rating lies in it (unrated turns drop out)."""
-    views = [turn_view(t) for t in browse.program_turns(store, program, limit)]
+    """The program's newest turns with their complete attempts (a half answer, streaming or
+    interrupted, is not data; a turn with no complete attempt drops out). With a star range, only
+    turns where some attempt's effective rating lies in it (unrated turns drop out)."""
+    views = []
+    for view in (turn_view(t) for t in browse.program_turns(store, program, limit)):
+        answers = [a for a in view.attempts if a.status == COMPLETE]
+        if answers:
+            views.append(replace(view, attempts=answers))
     if min_stars is None and max_stars is None:
         return views
     low, high = min_stars or 1, max_stars or 5

@@ -11,7 +11,10 @@ here and nowhere else:
   noted for continual adapter updates when ``[continual] enabled``;
 - after every feedback event the program re-optimizes (demos; a critique becomes a rule) unless
   ``reoptimize`` is off — inline for the terminal and the library, in the background for servers
-  (see :class:`Learning`).
+  (see :class:`Learning`);
+- only a *complete* attempt is an answer: one still streaming or interrupted (its stream was cut)
+  cannot be rated or critiqued (:class:`UnfinishedAnswerError`) and praise passes it by, so it is
+  never accepted, never a demo and never a training row.
 
 Each operation is one unit of work: an answer is stored with its turn, conversation and embedding
 in one transaction; a rating is committed before the call returns.
@@ -27,15 +30,22 @@ from typing import Any
 import numpy as np
 
 from minetune.config import Settings
-from minetune.errors import MinetuneError
+from minetune.errors import FeedbackError, MinetuneError
 from minetune.feedback import PraiseDetector, parse_stars
 from minetune.learn.demos import Demo
 from minetune.learn.embed import to_bytes
 from minetune.learn.reoptimize import Learner, LearningReport
 from minetune.models.base import ChatModel, Completion, Message
 from minetune.store import Store
-from minetune.store.exchanges import Embedding, ExchangeIds, attempt_program, record_exchange
-from minetune.store.schema import ProgramVersion
+from minetune.store.db import Database
+from minetune.store.exchanges import (
+    Embedding,
+    ExchangeIds,
+    attempt_state,
+    interrupt_streams,
+    record_exchange,
+)
+from minetune.store.schema import COMPLETE, ProgramVersion
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +59,43 @@ Background = Callable[[Store, str, Callable[[], object]], None]
 """Runs ``work`` for (store, program) later, one at a time per program (a server's job runner)."""
 
 
+# A stream whose process cannot be checked (another host) counts as dead after this long.
+STREAM_MAX_S = 6 * 3600.0
+
+
 class MessageTooLongError(MinetuneError):
     """A message or critique is over :data:`MAX_MESSAGE_CHARS`."""
+
+
+class UnfinishedAnswerError(FeedbackError):
+    """Feedback on an attempt that is not a complete answer (still streaming, or interrupted)."""
+
+
+def answer_program(store: Store, attempt_id: int) -> str:
+    """The program of a complete attempt of this user; NotFoundError when it is not this user's,
+    UnfinishedAnswerError while it streams or when its stream was cut."""
+    program, status = attempt_state(store, attempt_id)
+    if status != COMPLETE:
+        state = "is still streaming" if status == "streaming" else "was interrupted before it finished"
+        raise UnfinishedAnswerError(
+            f"Answer {attempt_id} {state}; only complete answers can be rated or critiqued. "
+            "Retry to get a complete answer."
+        )
+    return program
+
+
+def recover_streams(db: Database) -> list[int]:
+    """Mark attempts left ``streaming`` by a process that died (on this host), or started more than
+    :data:`STREAM_MAX_S` ago, ``interrupted``; the ids marked. Call at server start-up."""
+    from datetime import UTC, datetime, timedelta
+
+    from minetune.app.jobs import owner_is_dead
+
+    cutoff = datetime.now(UTC) - timedelta(seconds=STREAM_MAX_S)
+    marked = interrupt_streams(db, dead_owner=owner_is_dead, started_before=cutoff)
+    if marked:
+        log.warning("%d answer(s) left streaming by a stopped process marked interrupted", len(marked))
+    return marked
 
 
 def check_length(text: str, what: str) -> None:
@@ -155,12 +200,13 @@ def rate(
 ) -> Recorded:
     """Rate an answer 1-5 with an optional critique (committed on return), then learn from it.
 
-    FeedbackError for bad stars; NotFoundError for an attempt that is not this user's."""
+    FeedbackError for bad stars; NotFoundError for an attempt that is not this user's;
+    UnfinishedAnswerError for one that is not complete (nothing is stored)."""
     value = parse_stars(stars)
     critique = critique.strip() if critique and critique.strip() else None
     if critique is not None:
         check_length(critique, "The critique")
-    program = attempt_program(store, attempt_id)
+    program = answer_program(store, attempt_id)
     feedback = store.add_feedback(attempt_id, "explicit", stars=value, critique=critique)
     return _learned(
         store, learning, program, feedback.id, attempt_id, value, is_accepted(learning.settings, value)
@@ -171,7 +217,7 @@ def critique(store: Store, learning: Learning, attempt_id: int, text: str) -> Re
     """Record a critique without stars (given with a retry), then learn from it."""
     text = text.strip()
     check_length(text, "The critique")
-    program = attempt_program(store, attempt_id)
+    program = answer_program(store, attempt_id)
     feedback = store.add_feedback(attempt_id, "explicit", critique=text)
     return _learned(store, learning, program, feedback.id, attempt_id, None, False)
 
@@ -180,11 +226,14 @@ def praise(
     store: Store, learning: Learning, detector: PraiseDetector, attempt_id: int, message: str
 ) -> tuple[str, Recorded] | None:
     """If ``message`` praises the answer ``attempt_id``, record it (5 stars unless the answer was
-    rated explicitly) and learn from it; returns (the praise phrase found, the feedback)."""
+    rated explicitly) and learn from it; returns (the praise phrase found, the feedback). Praise
+    of an attempt that is not complete is not recorded (None)."""
     matched = detector.detect(message)
     if matched is None:
         return None
-    program = attempt_program(store, attempt_id)
+    program, status = attempt_state(store, attempt_id)
+    if status != COMPLETE:
+        return None
     attempt = store.attempt(attempt_id)
     rated = any(fb.kind == "explicit" and fb.stars is not None for fb in attempt.feedback)
     stars = None if rated else 5

@@ -38,6 +38,10 @@ class CompletionStream:
     def __iter__(self) -> Iterator[str]:
         self.completion = yield from self._deltas
 
+    def close(self) -> None:
+        """Stop early: the backend's generator is closed, so it releases its connection now."""
+        self._deltas.close()
+
     def collect(self) -> Completion:
         """Drain the stream and return the completion."""
         for _ in self:

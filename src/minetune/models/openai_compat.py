@@ -157,8 +157,12 @@ class OpenAICompatModel:
         model = self.model
         finish_reason: str | None = None
         usage: dict[str, Any] = {}
+        done = False
         try:
             for chunk in self._events(response):
+                if chunk is None:  # data: [DONE]
+                    done = True
+                    break
                 if "error" in chunk and not chunk.get("choices"):
                     raise ModelError(self._scrub(
                         f"{self.base_url} reported an error mid-stream: {_error_text(chunk)}"))
@@ -179,6 +183,10 @@ class OpenAICompatModel:
                 "try again")) from None
         finally:
             response.close()
+        if not done and finish_reason is None:
+            raise ModelError(self._scrub(
+                f"{self.base_url} ended the stream before the answer was finished (no finish_reason "
+                "and no [DONE]); try again"))
         return Completion(
             text="".join(parts),
             model=model,
@@ -187,13 +195,16 @@ class OpenAICompatModel:
             finish_reason=finish_reason,
         )
 
-    def _events(self, response: httpx.Response) -> Iterator[dict[str, Any]]:
-        """The JSON payloads of the SSE ``data:`` lines, without the final ``[DONE]``."""
+    def _events(self, response: httpx.Response) -> Iterator[dict[str, Any] | None]:
+        """The JSON payloads of the SSE ``data:`` lines; None for the final ``[DONE]``."""
         for line in response.iter_lines():
             if not line.startswith("data:"):
                 continue  # blank separators, comments (": keep-alive"), "event:" lines
             payload = line[5:].strip()
-            if not payload or payload == "[DONE]":
+            if payload == "[DONE]":
+                yield None
+                return
+            if not payload:
                 continue
             try:
                 event = json.loads(payload)

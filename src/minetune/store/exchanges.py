@@ -1,5 +1,6 @@
 """Store helpers for exchanges: one exchange (conversation, turn, attempt, embedding) in one
-transaction, finding the stored attempt a client quotes back, and the program of an attempt.
+transaction, finding the stored attempt a client quotes back, the program of an attempt, and the
+life of a streamed attempt (``streaming`` → ``complete`` or ``interrupted``).
 
 Plain repository functions over a :class:`~minetune.store.repo.Store`, scoped to its user; each
 runs in one transaction and has committed when it returns.
@@ -7,14 +8,20 @@ runs in one transaction and has committed when it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from minetune.errors import NotFoundError
+from minetune.store.db import Database
 from minetune.store.repo import Store, next_turn_index
-from minetune.store.schema import Attempt, Conversation, Program, Turn, TurnEmbedding
+from minetune.store.schema import COMPLETE, Attempt, Conversation, Program, Turn, TurnEmbedding
+
+STREAMING = "streaming"
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,10 @@ class ExchangeIds:
 def find_answer(
     store: Store, program_id: int, text: str, attempt_id: int | None = None
 ) -> tuple[int, int] | None:
-    """(attempt id, conversation id) of the newest attempt of this user's program whose response
-    is exactly ``text``, or None. With ``attempt_id``, only that attempt is checked (one indexed
-    lookup); without, the program's attempts are searched (a walk over them: no index on text).
+    """(attempt id, conversation id) of the newest complete attempt of this user's program whose
+    response is exactly ``text``, or None (a half answer is never "found"). With ``attempt_id``, only
+    that attempt is checked (one indexed lookup); without, the program's attempts are searched (a
+    walk over them: no index on text).
     """
     query = (
         select(Attempt.id, Turn.conversation_id)
@@ -43,6 +51,7 @@ def find_answer(
             Conversation.program_id == program_id,
             Program.user_id == store.user_id,
             Attempt.response == text,
+            Attempt.status == COMPLETE,
         )
     )
     if attempt_id is not None:
@@ -112,29 +121,66 @@ def record_exchange(
 
 
 def finish_attempt(store: Store, attempt_id: int, **fields: Any) -> None:
-    """Fill in an attempt stored before its answer was complete (a stream)."""
+    """Complete a streamed attempt: its answer arrived whole (``fields``: response, latency, tokens)."""
     with store.db.transaction() as s:
         owned = _owned_attempt(store, attempt_id)
-        s.execute(update(Attempt).where(Attempt.id.in_(owned)).values(**fields))
-
-
-def discard_exchange(store: Store, ids: ExchangeIds) -> None:
-    """Delete an exchange whose answer never completed: its turn, and its conversation if new."""
-    with store.db.transaction() as s:
-        turns = (
-            select(Turn.id)
-            .join(Conversation, Turn.conversation_id == Conversation.id)
-            .join(Program, Conversation.program_id == Program.id)
-            .where(Turn.id == ids.turn_id, Program.user_id == store.user_id)
+        s.execute(
+            update(Attempt).where(Attempt.id.in_(owned)).values(status=COMPLETE, stream_owner=None, **fields)
         )
-        s.execute(delete(Turn).where(Turn.id.in_(turns)))
-        if ids.new_conversation:
-            conversations = (
-                select(Conversation.id)
-                .join(Program, Conversation.program_id == Program.id)
-                .where(Conversation.id == ids.conversation_id, Program.user_id == store.user_id)
+
+
+def interrupt_attempt(store: Store, attempt_id: int, **fields: Any) -> bool:
+    """Mark a streamed attempt ``interrupted`` (the stream was cut: upstream failed or ended early,
+    or the client went away), keeping what arrived (``fields``: the partial response, latency).
+    Only a ``streaming`` attempt changes; whether it did."""
+    with store.db.transaction() as s:
+        owned = _owned_attempt(store, attempt_id)
+        result = s.execute(
+            update(Attempt)
+            .where(Attempt.id.in_(owned), Attempt.status == STREAMING)
+            .values(status=INTERRUPTED, stream_owner=None, **fields)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def interrupt_streams(
+    db: Database, *, dead_owner: Callable[[str], bool], started_before: datetime
+) -> list[int]:
+    """Across every user: mark ``streaming`` attempts ``interrupted`` whose process is dead
+    (``dead_owner(stream_owner)``) or that started before ``started_before`` (no stream runs that
+    long); the ids marked, in order."""
+    with db.transaction() as s:
+        rows = s.execute(
+            select(Attempt.id, Attempt.stream_owner, Attempt.created_at).where(Attempt.status == STREAMING)
+        ).all()
+        ids = [
+            attempt_id
+            for attempt_id, owner, created in rows
+            if owner is None or dead_owner(owner) or _aware(created) < started_before
+        ]
+        if ids:
+            s.execute(
+                update(Attempt)
+                .where(Attempt.id.in_(ids), Attempt.status == STREAMING)
+                .values(status=INTERRUPTED, stream_owner=None)
             )
-            s.execute(delete(Conversation).where(Conversation.id.in_(conversations)))
+        return sorted(ids)
+
+
+def attempt_state(store: Store, attempt_id: int) -> tuple[str, str]:
+    """(program name, status) of an attempt of this user; NotFoundError otherwise (the same error
+    whether the attempt does not exist or belongs to another user)."""
+    with store.db.transaction() as s:
+        row = s.execute(
+            select(Program.name, Attempt.status)
+            .join(Conversation, Conversation.program_id == Program.id)
+            .join(Turn, Turn.conversation_id == Conversation.id)
+            .join(Attempt, Attempt.turn_id == Turn.id)
+            .where(Attempt.id == attempt_id, Program.user_id == store.user_id)
+        ).first()
+    if row is None:
+        raise NotFoundError(f"No attempt with id {attempt_id}.")
+    return str(row[0]), str(row[1])
 
 
 def attempt_program(store: Store, attempt_id: int) -> str:
@@ -161,3 +207,12 @@ def _owned_attempt(store: Store, attempt_id: int) -> Any:
         .join(Program, Conversation.program_id == Program.id)
         .where(Attempt.id == attempt_id, Program.user_id == store.user_id)
     )
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones."""
+    if value.tzinfo is not None:
+        return value
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)

@@ -20,6 +20,7 @@ from minetune.config import Settings
 from minetune.errors import NotFoundError, StoreError
 from minetune.store.db import Database, open_engine
 from minetune.store.schema import (
+    COMPLETE,
     FEEDBACK_KINDS,
     Attempt,
     Base,
@@ -304,7 +305,8 @@ class Store:
             raise StoreError(f"Feedback rejected by the database: {exc.orig}") from exc
 
     def history(self, conversation_id: int, before_turn: int | None = None) -> list[tuple[str, str]]:
-        """(user message, last response) for each answered turn of a conversation, in order."""
+        """(user message, last complete response) for each answered turn of a conversation, in
+        order; a turn whose every attempt is unfinished (streaming, interrupted) is left out."""
         with self.db.transaction() as s:
             conv = self.owned_row(s, Conversation, conversation_id)
             query = (
@@ -317,8 +319,9 @@ class Store:
             for turn in s.scalars(query):
                 if before_turn is not None and turn.id == before_turn:
                     break
-                if turn.attempts:
-                    pairs.append((turn.user_message, turn.attempts[-1].response))
+                answers = [a for a in turn.attempts if a.status == COMPLETE]
+                if answers:
+                    pairs.append((turn.user_message, answers[-1].response))
             return pairs
 
     # -- reading -------------------------------------------------------------------------
@@ -426,7 +429,7 @@ class Store:
     def feedback_rows(self, program: str, turn_ids: list[int] | None = None) -> list[tuple[Any, ...]]:
         """(attempt_id, turn_id, conversation_id, user_message, response, kind, stars) per feedback
         row of the program (optionally only some turns), oldest first. Turns the user excluded
-        from demos and training are left out."""
+        from demos and training, and attempts that are not complete answers, are left out."""
         with self.db.transaction() as s:
             query = (
                 select(
@@ -441,7 +444,11 @@ class Store:
                 .join(Attempt, Feedback.attempt_id == Attempt.id)
                 .join(Turn)
                 .join(Conversation)
-                .where(Conversation.program_id == self.program_row(s, program).id, Turn.excluded.is_(False))
+                .where(
+                    Conversation.program_id == self.program_row(s, program).id,
+                    Turn.excluded.is_(False),
+                    Attempt.status == COMPLETE,
+                )
                 .order_by(Feedback.id)
             )
             if turn_ids is not None:

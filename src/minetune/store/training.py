@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 from minetune.errors import NotFoundError, StoreError
 from minetune.store.repo import _VERSION_FIELDS, Store, new_version
 from minetune.store.schema import (
+    COMPLETE,
     Attempt,
     Conversation,
     Program,
@@ -50,6 +51,11 @@ class AttemptRecord:
     model_spec: str
     version_id: int | None
     feedback: tuple[FeedbackRecord, ...]
+    status: str = COMPLETE  # only complete attempts are answers (see schema.ATTEMPT_STATUSES)
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,8 @@ class TurnRecord:
 
 
 def rated_turns(store: Store, program: str) -> list[TurnRecord]:
-    """Every turn of ``program`` that has at least one feedback event, with all its attempts;
+    """Every turn of ``program`` that has at least one feedback event, with all its attempts
+    (each with its status: datasets use only complete ones, and unfinished ones are never rated);
     turns the user excluded (dataset page) are left out.
 
     Turns come in conversation then turn order; attempts in number order; feedback in id order.
@@ -103,6 +110,7 @@ def rated_turns(store: Store, program: str) -> list[TurnRecord]:
                             FeedbackRecord(f.id, f.kind, f.stars, f.critique)
                             for f in sorted(a.feedback, key=lambda f: f.id)
                         ),
+                        status=a.status,
                     )
                     for a in sorted(t.attempts, key=lambda a: a.number)
                 ),

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from minetune.errors import NotFoundError, StoreError
 from minetune.store.repo import Store
 from minetune.store.schema import (
+    COMPLETE,
     Adapter,
     Attempt,
     Conversation,
@@ -195,7 +196,12 @@ def dump_program(store: Store, name: str) -> ProgramDump:
         conv_ids = [c.id for c in convs]
         turns = list(s.scalars(select(Turn).where(Turn.conversation_id.in_(conv_ids)))) if convs else []
         turn_ids = [t.id for t in turns]
-        attempts = list(s.scalars(select(Attempt).where(Attempt.turn_id.in_(turn_ids)))) if turns else []
+        # Only complete attempts are answers; a half answer (streaming, interrupted) stays behind.
+        attempts = (
+            list(s.scalars(select(Attempt).where(Attempt.turn_id.in_(turn_ids), Attempt.status == COMPLETE)))
+            if turns
+            else []
+        )
         attempt_ids = [a.id for a in attempts]
         feedback = (
             list(s.scalars(select(Feedback).where(Feedback.attempt_id.in_(attempt_ids)))) if attempts else []

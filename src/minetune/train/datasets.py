@@ -183,9 +183,10 @@ def _rate(attempt: AttemptRecord, edited: int = 0) -> _Rated:
 
 
 def _rated(turn: TurnRecord) -> list[_Rated]:
-    """Each attempt of the turn rated; attempts before the user's latest edit are superseded."""
+    """Each complete attempt of the turn rated (a streaming or interrupted one is no answer: never
+    chosen, never rejected); attempts before the user's latest edit are superseded."""
     edited = max((a.number for a in turn.attempts if _is_edit(a)), default=0)
-    return [_rate(a, edited) for a in turn.attempts]
+    return [_rate(a, edited) for a in turn.attempts if a.complete]
 
 
 def _is_edit(attempt: AttemptRecord) -> bool:
