@@ -136,6 +136,13 @@ IMPORT_LISTED_SKIPS = 20
 @model_option
 @click.option("--no-learn", is_flag=True, help="Do not rebuild demos and lessons after importing.")
 @click.option("--verbose", "-v", is_flag=True, help="List every skipped item as it is met.")
+@click.option(
+    "--max-element-mb",
+    type=click.IntRange(1, 4096),
+    default=32,
+    show_default=True,
+    help="Largest single record to read (a whole ChatGPT conversation, a JSONL line), in MiB.",
+)
 @click.pass_context
 def import_cmd(
     ctx: click.Context,
@@ -145,14 +152,16 @@ def import_cmd(
     model: str | None,
     no_learn: bool,
     verbose: bool,
+    max_element_mb: int,
 ) -> None:
     """Import history from PATH: a ChatGPT export (zip or folder), OpenAI chat or DPO JSONL,
     ShareGPT, Alpaca, capture markdown, or CSV with prompt/response[/rating/critique] columns.
 
     Each file is imported all or nothing, and only once; imported ratings then rebuild the
-    program's demos (and become lessons when a model is configured).
+    program's demos (and become lessons when a model is configured). Reads are bounded: a zip
+    member that expands more than 200x, or a record over --max-element-mb, refuses the file.
     """
-    from minetune.io.importers import import_file
+    from minetune.io.importers import ImportLimits, import_file
 
     def show(item: Any) -> None:
         out.print(f"  skipped {item.where}: {item.reason}", markup=False, highlight=False)
@@ -167,21 +176,25 @@ def import_cmd(
         learn=not no_learn,
         model=model or (ctx.find_root().obj or {}).get("model"),
         on_skip=show if verbose else None,
+        limits=ImportLimits(element_chars=max_element_mb << 20),
     )
     if report.already_imported:
         out.print(f"Already imported {path} into {program}; nothing added.", highlight=False)
         return
-    out.print(
-        f"Imported {path} ({report.format}) into {program}: {report.conversations} conversations, "
-        f"{report.turns} turns, {report.attempts} answers, {report.ratings} ratings "
-        f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s"
-        + (
-            f" · import {report.import_id} (undo: minetune forget --import {report.import_id})"
-            if report.import_id
-            else ""
-        ),
-        highlight=False,
-    )
+    if report.import_id is None:
+        out.print(
+            f"Nothing imported from {path} ({report.format}) into {program}: 0 conversations, "
+            f"{report.skipped} skipped.",
+            highlight=False,
+        )
+    else:
+        out.print(
+            f"Imported {path} ({report.format}) into {program}: {report.conversations} conversations, "
+            f"{report.turns} turns, {report.attempts} answers, {report.ratings} ratings "
+            f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s"
+            f" · import {report.import_id} (undo: minetune forget --import {report.import_id})",
+            highlight=False,
+        )
     if report.skipped and not verbose:
         for item in report.skipped_items[:IMPORT_LISTED_SKIPS]:
             show(item)

@@ -125,7 +125,8 @@ def write_import(
     """Store every conversation in one transaction; None when this file was already imported.
 
     Anything raised while ``conversations`` is being consumed (a parse error in the source) rolls
-    the whole file back.
+    the whole file back. A file that yields no conversation to store is rolled back too: nothing is
+    written, not even the imports row, and the counts come back with ``import_id`` None.
     """
     counts = ImportCounts()
     try:
@@ -144,12 +145,20 @@ def write_import(
                     _write_batch(s, prog.id, record.id, batch, first_new_id, counts, on_skip)
                     batch = []
             _write_batch(s, prog.id, record.id, batch, first_new_id, counts, on_skip)
+            if counts.conversations == 0:
+                raise _NothingImported
             record.counts = counts.as_dict()
             counts.import_id = record.id
             s.flush()
+    except _NothingImported:
+        return counts
     except IntegrityError as exc:
         raise StoreError(f"The import was rejected by the database and rolled back: {exc.orig}") from exc
     return counts
+
+
+class _NothingImported(Exception):
+    """Raised inside the import transaction to roll back a file that brought no conversation."""
 
 
 def _write_batch(

@@ -6,6 +6,12 @@ capture markdown, and CSV/TSV with prompt and response columns. Each module turn
 :class:`~minetune.store.imports.NewConversation` records, streamed one at a time;
 :func:`minetune.store.imports.write_import` stores them in one transaction per file.
 
+Every read is bounded (:class:`ImportLimits`): zip members by declared and actual size and
+compression ratio, JSON elements and lines by length, so a zip bomb or a runaway file is refused
+with one clear line and the store is left untouched. A conversation with an overlong message is
+skipped and overlong titles are shortened, each reported. A file that yields no conversation
+records no import.
+
 After a successful import the program's demo index is rebuilt from the imported ratings, and
 critiques are distilled into lessons when a model is configured (the "up to speed" step).
 """
@@ -25,7 +31,14 @@ from zipfile import BadZipFile
 from minetune.config import Settings
 from minetune.errors import MinetuneError
 from minetune.io.importers import alpaca, capture_md, chatgpt, csv_table, openai_chat, openai_dpo, sharegpt
-from minetune.io.importers.base import ImportFormatError, records
+from minetune.io.importers.base import (
+    DEFAULT_LIMITS,
+    MAX_LABEL_CHARS,
+    ImportFormatError,
+    ImportLimits,
+    clip,
+    records,
+)
 from minetune.io.importers.jsonstream import iter_array, iter_lines
 from minetune.io.importers.sources import Source, looks_binary
 from minetune.store import DEFAULT_PROGRAM, Store
@@ -34,6 +47,7 @@ from minetune.store.imports import ImportCounts, NewConversation, already_import
 __all__ = [
     "FORMATS",
     "ImportFormatError",
+    "ImportLimits",
     "ImportReport",
     "SkippedItem",
     "detect_format",
@@ -99,6 +113,7 @@ class _Plan:
     source: Source
     members: list[str]
     sha256: str
+    limits: ImportLimits = DEFAULT_LIMITS
     feedback: str | None = None
     sidecar: Source | None = None
 
@@ -108,9 +123,9 @@ class _Plan:
             self.sidecar.close()
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, limits: ImportLimits = DEFAULT_LIMITS) -> str:
     """The format of ``path`` (one of ``FORMATS``), or :class:`ImportFormatError`."""
-    plan = _plan(Path(path), None)
+    plan = _plan(Path(path), None, limits)
     plan.close()
     return plan.format
 
@@ -126,23 +141,26 @@ def import_file(
     model: str | None = None,
     on_skip: Callable[[SkippedItem], None] | None = None,
     max_lessons: int = MAX_LESSONS,
+    limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportReport:
     """Import one file, zip or ChatGPT export folder into ``program``, all or nothing.
 
     A file (by content hash) already imported into the program is not imported again; conversations
     the program already has (same source id) are skipped. Unless ``learn`` is False, the demo index
     is then rebuilt and critiques become lessons when a model is configured (``model``, the
-    program's model spec, or ``MINETUNE_MODEL``). Malformed input raises :class:`ImportFormatError`
-    and leaves the store unchanged.
+    program's model spec, or ``MINETUNE_MODEL``). Malformed input, or input over ``limits``, raises
+    :class:`ImportFormatError` and leaves the store unchanged; so does nothing: a file that yields
+    no conversation records no import (``report.import_id`` is None and a note says so).
     """
     start = time.perf_counter()
     path = Path(path).expanduser()
     if format is not None and format not in FORMATS:
         raise ImportFormatError(f"Unknown import format {format!r}; choose one of: {', '.join(FORMATS)}.")
-    plan = _plan(path, format)
+    plan = _plan(path, format, limits)
     report = ImportReport(path=str(path), format=plan.format, program=program, sha256=plan.sha256)
 
     def skip(where: str, reason: str) -> None:
+        where, reason = clip(where, MAX_LABEL_CHARS), clip(reason, MAX_LABEL_CHARS)
         report.skip(where, reason)
         if on_skip is not None:
             on_skip(SkippedItem(where, reason))
@@ -155,7 +173,7 @@ def import_file(
             counts = write_import(
                 store,
                 program,
-                _conversations(plan, skip),
+                _bounded(_conversations(plan, skip), limits, skip, report),
                 sha256=plan.sha256,
                 path=str(path.resolve()),
                 format=plan.format,
@@ -165,6 +183,11 @@ def import_file(
                 report.already_imported = True
             else:
                 _fill(report, counts)
+                if counts.import_id is None:
+                    report.notes.append(
+                        "nothing imported: no conversation in the file could be imported "
+                        "(see the skipped items), so no import was recorded"
+                    )
     except (BadZipFile, zlib.error, EOFError) as exc:
         raise ImportFormatError(f"{path.name}: the archive is damaged ({exc}).") from None
     except OSError as exc:
@@ -173,6 +196,8 @@ def import_file(
         plan.close()
     if report.already_imported:
         report.notes.append("already imported: this file's content was imported into this program before")
+    elif report.import_id is None:
+        pass
     elif not learn:
         report.notes.append("demos and lessons not rebuilt (run `minetune optimize` to rebuild demos)")
     elif not settings.reoptimize:
@@ -195,11 +220,11 @@ def _fill(report: ImportReport, counts: ImportCounts) -> None:
 # -- detection -----------------------------------------------------------------------------
 
 
-def _plan(path: Path, fmt: str | None) -> _Plan:
+def _plan(path: Path, fmt: str | None, limits: ImportLimits) -> _Plan:
     if not path.exists():
         raise ImportFormatError(f"No such file or folder: {path}")
     try:
-        source = Source(path)
+        source = Source(path, limits)
     except BadZipFile as exc:
         raise ImportFormatError(f"{path.name} is not a readable zip archive: {exc}.") from None
     except OSError as exc:
@@ -231,7 +256,8 @@ def _plan_source(source: Source, path: Path, fmt: str | None) -> _Plan:
             )
         feedback = chatgpt.feedback_member(members)
         used = conversations + ([feedback] if feedback else [])
-        return _Plan("chatgpt", source, conversations, source.sha256(used), feedback)
+        source.check(used)
+        return _Plan("chatgpt", source, conversations, source.sha256(used), source.limits, feedback)
     if source.size() == 0:
         raise ImportFormatError(f"{path.name} is empty (0 bytes); there is nothing to import.")
     head = source.head()
@@ -240,11 +266,11 @@ def _plan_source(source: Source, path: Path, fmt: str | None) -> _Plan:
             f"{path.name} looks like a binary file, not text; importable formats: {', '.join(FORMATS)}."
         )
     fmt = fmt or _sniff(source, path.name, head.decode("utf-8", errors="ignore"))
-    plan = _Plan(fmt, source, [""], source.sha256())
+    plan = _Plan(fmt, source, [""], source.sha256(), source.limits)
     if fmt == "chatgpt":
         sibling = path.parent / "message_feedback.json"
         if sibling.is_file() and sibling != path:
-            plan.sidecar = Source(path.parent)
+            plan.sidecar = Source(path.parent, source.limits)
             plan.feedback = "message_feedback.json"
             digest = hashlib.sha256(plan.sha256.encode() + plan.sidecar.sha256([plan.feedback]).encode())
             plan.sha256 = digest.hexdigest()
@@ -256,9 +282,10 @@ def _sniff(source: Source, name: str, head: str) -> str:
     stripped = text.lstrip()
     if capture_md.matches(text):
         return "capture-md"
+    limit = source.limits.element_chars
     if stripped.startswith("["):
         with source.open_text() as fh:
-            first = next(iter_array(fh, name), None)
+            first = next(iter_array(fh, name, max_chars=limit), None)
         if first is None:
             if chatgpt.CONVERSATION_FILE.search(name):
                 return "chatgpt"
@@ -266,7 +293,7 @@ def _sniff(source: Source, name: str, head: str) -> str:
         return _record_format(first, f"{name} item 1")
     if stripped.startswith("{"):
         with source.open_text() as fh:
-            _, first = next(iter_lines(fh, name))
+            _, first = next(iter_lines(fh, name, limit))
         return _record_format(first, f"{name} line 1")
     first_line = text.splitlines()[0] if text else ""
     if csv_table.matches(first_line, name) or name.lower().endswith((".csv", ".tsv")):
@@ -284,7 +311,11 @@ def _record_format(record: Any, where: str) -> str:
         for fmt, module in RECORD_FORMATS.items():
             if module.matches(record):
                 return fmt
-    keys = ", ".join(sorted(record)[:8]) if isinstance(record, dict) else type(record).__name__
+    keys = (
+        ", ".join(clip(k, 40) for k in sorted(record)[:8])
+        if isinstance(record, dict)
+        else type(record).__name__
+    )
     raise ImportFormatError(
         f"{where}: unknown format (fields: {keys}); importable formats: {', '.join(FORMATS)}."
     )
@@ -294,29 +325,73 @@ def _record_format(record: Any, where: str) -> str:
 
 
 def _conversations(plan: _Plan, skip: Callable[[str, str], None]) -> Iterator[NewConversation]:
-    source, name = plan.source, plan.source.label("")
+    source, name, limit = plan.source, plan.source.label(""), plan.limits.element_chars
     if plan.format == "chatgpt":
-        yield from chatgpt.parse(source, plan.members, plan.feedback, skip, sidecar=plan.sidecar)
+        yield from chatgpt.parse(
+            source, plan.members, plan.feedback, skip, sidecar=plan.sidecar, limits=plan.limits
+        )
     elif plan.format in RECORD_FORMATS:
-        yield from RECORD_FORMATS[plan.format].parse(records(_json_records(source, name)), skip)
+        yield from RECORD_FORMATS[plan.format].parse(records(_json_records(source, name, limit)), skip)
     elif plan.format == "capture-md":
         with source.open_text() as fh:
-            yield from capture_md.parse(fh, name, skip)
+            yield from capture_md.parse(fh, name, skip, limit)
     else:
         with source.open_text() as fh:
-            yield from csv_table.parse(fh, name, skip)
+            yield from csv_table.parse(fh, name, skip, limit)
 
 
-def _json_records(source: Source, name: str) -> Iterator[tuple[str, Any]]:
+def _json_records(source: Source, name: str, limit: int) -> Iterator[tuple[str, Any]]:
     """Records of a JSON array or of JSON Lines, whichever the file holds."""
     is_array = source.head("", 4096).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n").startswith("[")
     with source.open_text() as fh:
         if is_array:
-            for index, item in enumerate(iter_array(fh, name), start=1):
+            for index, item in enumerate(iter_array(fh, name, max_chars=limit), start=1):
                 yield f"{name} item {index}", item
         else:
-            for where, item in iter_lines(fh, name):
+            for where, item in iter_lines(fh, name, limit):
                 yield f"{name} {where}", item
+
+
+def _bounded(
+    conversations: Iterator[NewConversation],
+    limits: ImportLimits,
+    skip: Callable[[str, str], None],
+    report: ImportReport,
+) -> Iterator[NewConversation]:
+    """Skip conversations with a message over ``limits.message_chars``; shorten long titles."""
+    shortened = 0
+    for conv in conversations:
+        longest = _longest_message(conv)
+        if longest > limits.message_chars:
+            skip(
+                conv.label or "conversation",
+                f"a message of {longest:,} characters is over the {limits.message_chars:,}-character limit",
+            )
+            continue
+        if len(conv.title) > limits.title_chars:
+            conv.title = clip(conv.title, limits.title_chars)
+            shortened += 1
+        yield conv
+    if shortened:
+        report.notes.append(
+            f"{shortened} title(s) longer than {limits.title_chars} characters were shortened"
+        )
+
+
+def _longest_message(conv: NewConversation) -> int:
+    """The longest text a conversation stores (each distinct string object looked at once: attempts
+    share their history's strings, so this stays linear)."""
+    longest, seen = 0, set[int]()
+    for turn in conv.turns:
+        texts: list[Any] = [turn.user_message]
+        for attempt in turn.attempts:
+            texts.append(attempt.response)
+            texts.extend(m.get("content") for m in attempt.messages)
+        for text in texts:
+            if isinstance(text, str) and id(text) not in seen:
+                seen.add(id(text))
+                longest = max(longest, len(text))
+    return longest
 
 
 # -- up to speed -----------------------------------------------------------------------------

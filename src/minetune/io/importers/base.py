@@ -1,10 +1,11 @@
-"""What every importer shares: the error type, the skip callback, and small value helpers."""
+"""What every importer shares: the error type, the limits, the skip callback, and small value helpers."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +16,54 @@ Skip = Callable[[str, str], None]
 """``skip(where, reason)``: report an item that is deliberately not imported."""
 
 
+MiB = 1 << 20
+MAX_ERROR_CHARS = 1000
+MAX_LABEL_CHARS = 300
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in '…' when it was cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
 class ImportFormatError(MinetuneError):
-    """The input cannot be imported: unknown format, malformed content, or an unsafe archive."""
+    """The input cannot be imported: unknown format, malformed content, an unsafe archive or a file
+    over the :class:`ImportLimits`. The message is one line of bounded length."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(clip(message, MAX_ERROR_CHARS))
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """What one import reads at most, so a hostile file (a zip bomb, one giant JSON element) is
+    refused with a clear error before it can exhaust memory.
+
+    ``element_chars`` bounds one JSON array element (a whole ChatGPT conversation), one JSON Lines
+    line, one capture section or CSV line; a file with a bigger one is refused. A conversation with
+    a message longer than ``message_chars`` is skipped; titles are shortened to ``title_chars``.
+    A zip member is refused when it declares or yields more than ``member_bytes``, or expands more
+    than ``zip_ratio`` times once past ``ratio_floor`` bytes (real exports compress 5-20×).
+    """
+
+    element_chars: int = 32 * MiB
+    message_chars: int = 1 * MiB
+    title_chars: int = 500
+    member_bytes: int = 8 << 30
+    zip_ratio: int = 200
+    ratio_floor: int = 1 * MiB
+
+
+DEFAULT_LIMITS = ImportLimits()
+
+
+def size_text(n: int) -> str:
+    """A byte or character count for messages: '1.5 GiB', '32 MiB', '900 KiB', '12 bytes'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def content_id(fmt: str, record: Any) -> str:

@@ -14,7 +14,15 @@ import re
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from minetune.io.importers.base import ImportFormatError, Skip, content_id, first_line_title, timestamp
+from minetune.io.importers.base import (
+    DEFAULT_LIMITS,
+    ImportFormatError,
+    Skip,
+    content_id,
+    first_line_title,
+    timestamp,
+)
+from minetune.io.importers.jsonstream import read_lines, too_big
 from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, NewTurn
 
 FORMAT = "capture-md"
@@ -27,17 +35,20 @@ def matches(head: str) -> bool:
     return any(line.startswith(HEADER) for line in head.splitlines())
 
 
-def _sections(stream: TextIO) -> Iterator[tuple[int, list[str]]]:
-    """(line number of the header, lines) for each capture section."""
+def _sections(stream: TextIO, name: str, max_chars: int) -> Iterator[tuple[int, list[str]]]:
+    """(line number of the header, lines) for each capture section; one over ``max_chars`` refuses."""
     lines: list[str] | None = None
-    start = 0
-    for number, line in enumerate(stream, start=1):
+    start = size = 0
+    for number, line in enumerate(read_lines(stream, name, max_chars), start=1):
         line = line.rstrip("\r\n")
         if line.startswith(HEADER):
             if lines is not None:
                 yield start, lines
-            lines, start = [], number
+            lines, start, size = [], number, 0
         if lines is not None:
+            size += len(line) + 1
+            if size > max_chars:
+                raise too_big(name, f"the capture at line {start}", max_chars)
             lines.append(line)
     if lines is not None:
         yield start, lines
@@ -100,8 +111,10 @@ def _capture(start: int, lines: list[str], name: str) -> tuple[dict[str, Any], s
     return record, where
 
 
-def parse(stream: TextIO, name: str, skip: Skip) -> Iterator[NewConversation]:
-    for start, lines in _sections(stream):
+def parse(
+    stream: TextIO, name: str, skip: Skip, max_chars: int = DEFAULT_LIMITS.element_chars
+) -> Iterator[NewConversation]:
+    for start, lines in _sections(stream, name, max_chars):
         record, where = _capture(start, lines, name)
         user, response, system = record["user"], record["response"], record["system"]
         if not user.strip() or not response.strip():

@@ -24,7 +24,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from minetune.io.importers.base import ImportFormatError, Skip, content_id, need, timestamp
+from minetune.io.importers.base import (
+    DEFAULT_LIMITS,
+    ImportFormatError,
+    ImportLimits,
+    Skip,
+    clip,
+    content_id,
+    need,
+    timestamp,
+)
 from minetune.io.importers.jsonstream import iter_array
 from minetune.io.importers.sources import Source
 from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, NewTurn
@@ -32,6 +41,8 @@ from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, New
 FORMAT = "chatgpt"
 CONVERSATION_FILE = re.compile(r"(?:^|/)conversations(?:-(\d+))?\.json$")
 FEEDBACK_FILE = re.compile(r"(?:^|/)message_feedback\.json$")
+
+LABEL_TITLE = 80  # characters of a title or id shown in a skip report
 
 _UP = {"thumbsup", "up", "positive", "good", "like", "liked", "+1", "1", "true"}
 _DOWN = {"thumbsdown", "down", "negative", "bad", "dislike", "disliked", "-1", "0", "false"}
@@ -67,15 +78,16 @@ def parse(
     skip: Skip,
     *,
     sidecar: Source | None = None,
+    limits: ImportLimits = DEFAULT_LIMITS,
 ) -> Iterator[NewConversation]:
     """Conversations of the export, one at a time, with their thumbs attached."""
     ratings: dict[str, list[_Rating]] = {}
     if feedback_file is not None:
-        ratings = _load_feedback(sidecar or source, feedback_file, skip)
+        ratings = _load_feedback(sidecar or source, feedback_file, skip, limits)
     for member in members:
         name = source.label(member)
         with source.open_text(member) as fh:
-            for index, raw in enumerate(iter_array(fh, name), start=1):
+            for index, raw in enumerate(iter_array(fh, name, max_chars=limits.element_chars), start=1):
                 conv = _conversation(raw, f"{name} conversation {index}", ratings, skip)
                 if conv is not None:
                     yield conv
@@ -84,11 +96,11 @@ def parse(
             skip(f"{entry.where} (message {message_id})", "the rated message is not in the export")
 
 
-def _load_feedback(source: Source, member: str, skip: Skip) -> dict[str, list[_Rating]]:
+def _load_feedback(source: Source, member: str, skip: Skip, limits: ImportLimits) -> dict[str, list[_Rating]]:
     name = source.label(member)
     ratings: dict[str, list[_Rating]] = {}
     with source.open_text(member) as fh:
-        for index, entry in enumerate(iter_array(fh, name), start=1):
+        for index, entry in enumerate(iter_array(fh, name, max_chars=limits.element_chars), start=1):
             where = f"{name} entry {index}"
             need(entry, dict, where, "feedback entry")
             message_id = entry.get("message_id") or entry.get("messageId") or entry.get("id")
@@ -97,7 +109,8 @@ def _load_feedback(source: Source, member: str, skip: Skip) -> dict[str, list[_R
                 continue
             stars = _stars(entry.get("rating"))
             if stars is None:
-                skip(where, f"unknown rating {entry.get('rating')!r} (expected thumbsUp or thumbsDown)")
+                rating = clip(repr(entry.get("rating")), 40)
+                skip(where, f"unknown rating {rating} (expected thumbsUp or thumbsDown)")
                 continue
             conversation_id = entry.get("conversation_id")
             feedback = NewFeedback(
@@ -159,7 +172,9 @@ def _conversation(
     if title is not None:
         need(title, str, where, "title")
     mapping = need(conv.get("mapping"), dict, where, "mapping")
-    label = f"conversation {title!r} ({conv_id})" if conv_id else f"{where} {title!r}"
+    # Labels name the conversation in skip reports: bounded, whatever the export holds.
+    shown = repr(clip(title, LABEL_TITLE)) if title is not None else "None"
+    label = f"conversation {shown} ({clip(conv_id, LABEL_TITLE)})" if conv_id else f"{where} {shown}"
     current = conv.get("current_node")
     chain = _visible_chain(mapping, current, where)
     if chain is None:
@@ -198,7 +213,7 @@ def _visible_chain(mapping: dict[str, Any], current: Any, where: str) -> list[st
     node_id: Any = current
     while isinstance(node_id, str) and node_id in mapping:
         if node_id in seen:
-            raise ImportFormatError(f"{where}: the parent links form a loop at node {node_id}.")
+            raise ImportFormatError(f"{where}: the parent links form a loop at node {clip(node_id, 80)}.")
         seen.add(node_id)
         chain.append(node_id)
         node = need(mapping[node_id], dict, f"{where} node {node_id}", "node")

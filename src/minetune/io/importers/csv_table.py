@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterator
 from typing import TextIO
 
-from minetune.io.importers.base import ImportFormatError, Skip, content_id, first_line_title
+from minetune.io.importers.base import DEFAULT_LIMITS, ImportFormatError, Skip, content_id, first_line_title
+from minetune.io.importers.jsonstream import read_lines
 from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, NewTurn
 
 FORMAT = "csv"
@@ -73,8 +74,12 @@ def parse_rating(value: str, where: str) -> int | None:
     return stars
 
 
-def parse(stream: TextIO, name: str, skip: Skip) -> Iterator[NewConversation]:
-    first = stream.readline()
+def parse(
+    stream: TextIO, name: str, skip: Skip, max_chars: int = DEFAULT_LIMITS.element_chars
+) -> Iterator[NewConversation]:
+    """Rows as conversations; lines are read bounded (``max_chars``), fields by the csv module's limit."""
+    lines = read_lines(stream, name, max_chars)
+    first = next(lines, "")
     sep = delimiter(first, name)
     header = next(csv.reader([first], delimiter=sep), [])
     found = columns(header)
@@ -82,7 +87,7 @@ def parse(stream: TextIO, name: str, skip: Skip) -> Iterator[NewConversation]:
         raise ImportFormatError(
             f"{name}: a CSV import needs prompt and response columns; the header has: {', '.join(header)}."
         )
-    reader = csv.reader(stream, delimiter=sep)
+    reader = csv.reader(lines, delimiter=sep)
     try:
         for number, row in enumerate(reader, start=2):
             if not any(cell.strip() for cell in row):
