@@ -96,7 +96,9 @@ def test_oversize_and_empty_messages_are_refused(
         served_app, before, client.post("/api/chat", json={"message": "   "}), 400, "The message is empty"
     )
     unchanged(served_app, before, client.post("/api/chat", json={}), 422, "message")
-    unchanged(served_app, before, client.post("/api/chat", content=b"not json"), 422, "Invalid request")
+    as_json = {"Content-Type": "application/json"}
+    not_json = client.post("/api/chat", content=b"not json", headers=as_json)
+    unchanged(served_app, before, not_json, 422, "Invalid request")
     long_critique = "c" * (MAX_CRITIQUE_CHARS + 1)
     rate = client.post(
         f"/api/attempts/{first['attempt_id']}/rate", json={"stars": 2, "critique": long_critique}

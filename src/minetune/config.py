@@ -68,6 +68,8 @@ class Settings:
     reoptimize: bool = True  # re-optimize demos and lessons after every feedback
     reflection_model: str | None = None  # model spec for distilling critiques; default: the program's
     continual: ContinualSettings = field(default_factory=ContinualSettings)
+    allowed_hosts: tuple[str, ...] = ()  # Host names the server answers besides loopback (serve)
+    allowed_origins: tuple[str, ...] = ()  # other origins that may post to the server (serve)
 
     @property
     def sqlite_path(self) -> Path:
@@ -97,6 +99,13 @@ def _tuple(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config.toml: {key} must be a list of strings")
     return tuple(value)
+
+
+def _names(env_value: str | None, file_cfg: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A comma-separated environment variable, else a list of strings in config.toml."""
+    if env_value is not None:
+        return tuple(name.strip() for name in env_value.split(",") if name.strip())
+    return _tuple(file_cfg[key], key) if key in file_cfg else ()
 
 
 def _praise_settings(raw: dict[str, Any]) -> PraiseSettings:
@@ -191,5 +200,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         reoptimize=_flag(env.get("MINETUNE_REOPTIMIZE", file_cfg.get("reoptimize", True)), "reoptimize"),
         reflection_model=env.get("MINETUNE_REFLECTION_MODEL") or file_cfg.get("reflection_model"),
         continual=_continual_settings(file_cfg.get("continual", {}), env),
+        allowed_hosts=_names(env.get("MINETUNE_ALLOWED_HOSTS"), file_cfg, "allowed_hosts"),
+        allowed_origins=_names(env.get("MINETUNE_ALLOWED_ORIGINS"), file_cfg, "allowed_origins"),
     )
     return settings.with_overrides(**overrides)

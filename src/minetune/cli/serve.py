@@ -16,10 +16,23 @@ from minetune.cli.common import _settings, err, model_option, out
 )
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--auth/--no-auth", "auth", default=None,
-              help="Require tokens (default: when any token exists or the host is not loopback).")
+              help="Require tokens (default: when any token exists or the host is not loopback; "
+              "--no-auth is refused on a non-loopback host).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this Host name (repeatable; loopback names always).")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="Also accept posts and CORS preflights from ORIGIN, e.g. https://app.lan (repeatable).")
 @model_option
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, auth: bool | None, model: str | None) -> None:
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    auth: bool | None,
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
+    model: str | None,
+) -> None:
     """Serve the web app and the OpenAI-compatible learning proxy.
 
     \b
@@ -32,9 +45,17 @@ def serve(ctx: click.Context, host: str, port: int, auth: bool | None, model: st
     from minetune.server.app import create_app
 
     settings = _settings(ctx, model)
-    server_app = create_app(settings, host=host, require_auth=auth, warm_up=True)
+    server_app = create_app(
+        settings,
+        host=host,
+        require_auth=auth,
+        warm_up=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+    )
     mode = "tokens required" if server_app.state.minetune.auth_required else "single local user, no login"
     err.print(f"minetune serving on http://{host}:{port}/ ({mode}); proxy at /v1", highlight=False)
+    err.print(f"Answering Host names: {server_app.state.guards.describe_hosts()}", highlight=False)
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
 

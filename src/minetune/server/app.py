@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,13 +36,28 @@ def create_app(
     require_auth: bool | None = None,
     model: ChatModel | None = None,
     warm_up: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """Build the app. Auth is on when asked, when any token exists, or on a non-loopback host.
+    """Build the app. Auth is on when asked, when any token exists, or on a non-loopback host;
+    turning it off on a non-loopback host is refused.
 
+    ``allowed_hosts`` / ``allowed_origins`` add to the settings' (see :mod:`minetune.server.guards`).
     ``warm_up`` loads the demo embedder in the background at start-up, so the first request that
     retrieves demos does not pay for it (``minetune serve`` sets it)."""
     from minetune.server.auth import is_loopback
+    from minetune.server.guards import GuardMiddleware, Guards
 
+    if require_auth is False and not is_loopback(host):
+        raise MinetuneError(
+            f"Refusing --no-auth on {host}: anyone who can reach it could read and change everything. "
+            "Bind to 127.0.0.1, or create a token with `minetune user add NAME`."
+        )
+    guards = Guards.for_bind(
+        host,
+        (*settings.allowed_hosts, *allowed_hosts),
+        (*settings.allowed_origins, *allowed_origins),
+    )
     state = ServerState.open(settings, auth_required=False, model=model)
     tokens_exist = any_tokens(state.db)
     if require_auth is None:
@@ -63,9 +78,13 @@ def create_app(
         state.close()
 
     app = FastAPI(
-        title="minetune", version=_version(), lifespan=lifespan, docs_url="/api/docs", redoc_url=None
+        title="minetune", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+        openapi_url=None,  # both served behind auth by _api_docs
     )
     app.state.minetune = state
+    app.state.guards = guards
+    app.add_middleware(GuardMiddleware, guards=guards)
+    _api_docs(app)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Response:
@@ -97,9 +116,12 @@ def create_app(
             response.headers[key] = value
         return response
 
+    from minetune.server.guards import csrf_required, csrf_unless_anonymous
+
+    form_guard = [Depends(csrf_unless_anonymous)]  # form posts of the pages need a CSRF token
     from minetune.server import pages
 
-    app.include_router(pages.router)
+    app.include_router(pages.router, dependencies=[Depends(csrf_required)])
     from minetune.server import chat, dataset, metrics
 
     app.include_router(chat.router)
@@ -107,18 +129,33 @@ def create_app(
     app.include_router(metrics.router)
     from minetune.server import learned
 
-    app.include_router(learned.router)
+    app.include_router(learned.router, dependencies=form_guard)
     from minetune.server import training
 
-    app.include_router(training.router)
+    app.include_router(training.router, dependencies=form_guard)
     from minetune.server import compare
 
-    app.include_router(compare.router)
+    app.include_router(compare.router, dependencies=form_guard)
     from minetune.server import proxy
 
     app.include_router(proxy.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """``/openapi.json`` and ``/api/docs`` (Swagger UI), for signed-in users only when auth is on."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    from minetune.server.auth import current_user
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(current_user)])
+    def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False, dependencies=[Depends(current_user)])
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="minetune API")
 
 
 def _warm_embedder(name: str) -> None:

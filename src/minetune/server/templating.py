@@ -24,8 +24,17 @@ NAV = [
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """Render ``template`` inside the base layout (nav, user, active page)."""
+    """Render ``template`` inside the base layout (nav, user, active page), with ``csrf_field``
+    (the hidden CSRF input every POST form includes) and the CSRF cookie set when new."""
+    from minetune.server.guards import csrf_for, csrf_hidden_field, set_csrf_cookie
+
     state = request.app.state.minetune
+    token, new_cookie = csrf_for(request)
     context.setdefault("user", getattr(request.state, "user", None))
-    context.update(nav=NAV, path=request.url.path, auth_required=state.auth_required)
-    return templates.TemplateResponse(request, template, context, status_code=status_code)
+    context.update(
+        nav=NAV, path=request.url.path, auth_required=state.auth_required, csrf_field=csrf_hidden_field(token)
+    )
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    if new_cookie is not None:
+        set_csrf_cookie(response, new_cookie)
+    return response
