@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,10 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from minetune.config import Settings
 from minetune.errors import MinetuneError
 from minetune.models.base import ChatModel
+from minetune.server.limits import BodyLimit
 from minetune.server.state import ServerState
 from minetune.store.users import any_tokens
 
-# Larger bodies are refused before they are read; a single message is capped lower by the loop.
+# Larger bodies are refused as they arrive (server/limits.py); a single message is capped lower by the loop.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -86,13 +86,7 @@ def create_app(
     app.add_middleware(GuardMiddleware, guards=guards)
     _api_docs(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, f"Request body too large: {int(length):,} bytes (limit {MAX_BODY_BYTES:,}).")
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # outermost: counts bytes before anything reads
 
     @app.exception_handler(MinetuneError)
     async def minetune_error(_request: Request, exc: MinetuneError) -> JSONResponse:

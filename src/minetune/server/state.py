@@ -9,6 +9,7 @@ from typing import Any
 
 from minetune.config import Settings
 from minetune.models.base import ChatModel
+from minetune.server.limits import UpstreamPool
 from minetune.store import Store
 from minetune.store.db import Database, open_engine
 
@@ -29,6 +30,9 @@ class ServerState:
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="minetune-bg")
     )
+    # Model calls and the streams that read them (server/limits.py): a bounded pool of their own,
+    # so a slow model never takes the threads that serve pages, logins and feedback.
+    upstream: UpstreamPool = field(default_factory=lambda: UpstreamPool(workers=64, per_user=16))
 
     @classmethod
     def open(cls, settings: Settings, auth_required: bool, model: ChatModel | None = None) -> ServerState:
@@ -37,7 +41,8 @@ class ServerState:
 
         db = Database(open_engine(settings.resolved_database_url))
         recover(db)
-        return cls(settings, db, auth_required, model)
+        upstream = UpstreamPool(workers=settings.upstream_workers, per_user=settings.user_concurrency)
+        return cls(settings, db, auth_required, model, upstream=upstream)
 
     def store(self, user: str) -> Store:
         """The Store bound to ``user``: every query it makes is scoped to that user."""
@@ -87,4 +92,5 @@ class ServerState:
 
     def close(self) -> None:
         self.background.shutdown(wait=False, cancel_futures=True)
+        self.upstream.close()
         self.db.close()
