@@ -23,12 +23,15 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "MINETUNE_DATABASE_URL",
         "OPENAI_API_KEY",
         "OPENAI_BASE_URL",
+        "MINETUNE_API_KEY",
         "MINETUNE_RETRY_LIMIT",
     ):
         monkeypatch.delenv(var, raising=False)
     # Nothing listens here, so auto-detection never finds a real Ollama on the machine.
     monkeypatch.setenv("MINETUNE_OLLAMA_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # No test reads or writes the real system keyring (tests/test_keys.py installs a fake one).
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
     return home
 
 
@@ -44,7 +47,8 @@ def ft(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeFineTune]:
     """A loopback fake of the OpenAI fine-tuning API, with minetune's settings pointed at it."""
     with FakeFineTune() as fake:
         monkeypatch.setenv("MINETUNE_FINETUNE_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+        # The fake is a base URL the user set for fine-tuning, so MINETUNE_API_KEY is scoped to it.
+        monkeypatch.setenv("MINETUNE_API_KEY", fake.api_key)
         monkeypatch.setenv("MINETUNE_FINETUNE_POLL_INTERVAL", "0")
         yield fake
 

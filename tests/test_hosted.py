@@ -191,18 +191,19 @@ def test_list_local_and_remote(store: Store, ft: FakeFineTune) -> None:
 def test_wrong_key_is_a_clear_error_and_creates_nothing(
     store: Store, ft: FakeFineTune, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-123456")
+    monkeypatch.setenv("MINETUNE_API_KEY", "sk-wrong-key-123456")  # the key scoped to the fine-tuning URL
     before = store.row_counts()
     with pytest.raises(FineTuneError, match="rejected the API key") as info:
         hosted.start(store, "writer", method="sft", model=BASE, config=config())
-    assert "OPENAI_API_KEY" in str(info.value) and "sk-wrong-key-123456" not in str(info.value)
+    assert "MINETUNE_API_KEY" in str(info.value) and "sk-wrong-key-123456" not in str(info.value)
     assert ft.uploads == [] and ft.jobs == {} and store.row_counts() == before
     assert ft.auth_headers == ["Bearer sk-wrong-key-123456"]
 
 
 def test_missing_key(store: Store, ft: FakeFineTune, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY")
-    with pytest.raises(FineTuneError, match="Set OPENAI_API_KEY"):
+    monkeypatch.delenv("MINETUNE_API_KEY")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-only")  # scoped to OpenAI, not to this provider
+    with pytest.raises(FineTuneError, match="No API key .* set MINETUNE_API_KEY"):
         hosted.start(store, "writer", method="sft", model=BASE, config=config())
     assert ft.requests == []
 
@@ -345,7 +346,7 @@ def test_cli_start_wait_status_events_list_cancel(store: Store, ft: FakeFineTune
 def test_cli_wrong_key_exits_non_zero(
     store: Store, ft: FakeFineTune, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-nope")
+    monkeypatch.setenv("MINETUNE_API_KEY", "sk-nope")
     result = CliRunner().invoke(app, ["finetune", "start", "-p", "writer", "--model", BASE, "--yes"])
     assert result.exit_code != 0 and "rejected the API key" in str(result.exception)
     assert jobs_db.list_jobs(store) == []

@@ -259,17 +259,19 @@ def test_openai_uses_base_url_setting(fake_llm: FakeOpenAI, monkeypatch: pytest.
     assert fake_llm.headers[-1]["authorization"] == f"Bearer {SECRET}"
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"MINETUNE_API_KEY": "mk-1", "OPENAI_API_KEY": "sk-2"}, "Bearer mk-1"),
-    ({"OPENAI_API_KEY": "sk-2"}, "Bearer sk-2"),
-    ({}, None),
+@pytest.mark.parametrize(("env", "configured", "expected"), [
+    ({"MINETUNE_API_KEY": "mk-1", "OPENAI_API_KEY": "sk-2"}, True, "Bearer mk-1"),
+    ({"MINETUNE_API_KEY": "mk-1"}, False, None),  # not the configured model's URL: no key
+    ({"OPENAI_API_KEY": "sk-2"}, True, None),  # OpenAI's key goes only to OpenAI (tests/test_keys.py)
+    ({}, True, None),
 ])
 def test_openai_compatible_optional_key(fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
-                                        env: dict[str, str], expected: str | None) -> None:
-    monkeypatch.delenv("MINETUNE_API_KEY", raising=False)
+                                        env: dict[str, str], configured: bool, expected: str | None) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    resolve_model(load_settings(), f"openai-compatible:m@{fake_llm.base_url}").complete(MESSAGES)
+    spec = f"openai-compatible:m@{fake_llm.base_url}"
+    settings = load_settings(model=spec) if configured else load_settings()
+    resolve_model(settings, spec).complete(MESSAGES)
     assert fake_llm.headers[-1].get("authorization") == expected
 
 

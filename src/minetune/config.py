@@ -7,16 +7,21 @@ Precedence, highest first: explicit arguments (CLI flags) > environment variable
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from minetune.errors import ConfigError
+from minetune.files import private_home
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_RETRY_LIMIT = 5
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+MODELS_DIR = "models"  # under MINETUNE_HOME: the default root of model folders web training may use
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,11 @@ class Settings:
     database_url: str | None = None
     model: str | None = None
     ollama_url: str = DEFAULT_OLLAMA_URL
-    openai_base_url: str = "https://api.openai.com/v1"
+    openai_base_url: str = OPENAI_BASE_URL
     retry_limit: int = DEFAULT_RETRY_LIMIT
     temperature: float = 0.7
     max_tokens: int = 1024
-    request_timeout: float = 120.0  # seconds an upstream model may take to answer (upstream_timeout)
-    upstream_workers: int = 64  # threads for upstream model calls, apart from the pages' (serve)
-    user_concurrency: int = 16  # upstream-bound requests one user may have in flight (serve)
+    request_timeout: float = 120.0
     praise: PraiseSettings = field(default_factory=PraiseSettings)
     embedder: str = "minilm"  # "minilm" (offline all-MiniLM-L6-v2) or a sentence-transformers model dir
     reoptimize: bool = True  # re-optimize demos and lessons after every feedback
@@ -72,6 +75,8 @@ class Settings:
     continual: ContinualSettings = field(default_factory=ContinualSettings)
     allowed_hosts: tuple[str, ...] = ()  # Host names the server answers besides loopback (serve)
     allowed_origins: tuple[str, ...] = ()  # other origins that may post to the server (serve)
+    keys: tuple[tuple[str, str], ...] = ()  # [keys]: (base URL, NAME of the env var holding its key)
+    model_roots: tuple[Path, ...] = ()  # folders web training may take base models from ([] = home/models)
 
     @property
     def sqlite_path(self) -> Path:
@@ -108,6 +113,36 @@ def _names(env_value: str | None, file_cfg: dict[str, Any], key: str) -> tuple[s
     if env_value is not None:
         return tuple(name.strip() for name in env_value.split(",") if name.strip())
     return _tuple(file_cfg[key], key) if key in file_cfg else ()
+
+
+def _keys(raw: Any) -> tuple[tuple[str, str], ...]:
+    """``[keys]``: base URL -> the name of the environment variable that holds its key."""
+    if not isinstance(raw, dict):
+        raise ConfigError('config.toml: [keys] must be a table of "base URL" = "ENV_VAR_NAME"')
+    pairs = []
+    for url, name in raw.items():
+        if not re.match(r"https?://[^/\s]+", str(url), re.IGNORECASE):
+            raise ConfigError(f"config.toml [keys]: {str(url)[:100]!r} is not an http(s) base URL")
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise ConfigError(
+                f"config.toml [keys]: {str(url)[:100]} must name an environment variable "
+                "(e.g. OPENROUTER_API_KEY), not hold a key; keys are never stored in files"
+            )
+        pairs.append((str(url), name))
+    return tuple(pairs)
+
+
+def _model_roots(env_value: str | None, raw: Any, home: Path) -> tuple[Path, ...]:
+    """Folders web training may take base models from: MINETUNE_MODEL_ROOTS (os.pathsep-separated)
+    or ``model_roots`` in config.toml; default ``$MINETUNE_HOME/models``."""
+    if env_value is not None:
+        items: list[Any] = [p for p in env_value.split(os.pathsep) if p.strip()]
+    elif raw is None:
+        items = []
+    else:
+        items = list(_tuple(raw, "model_roots"))
+    roots = tuple(Path(p).expanduser() for p in items)
+    return roots or (home / MODELS_DIR,)
 
 
 def _praise_settings(raw: dict[str, Any]) -> PraiseSettings:
@@ -169,16 +204,6 @@ def _positive_int(value: Any, name: str) -> int:
     return number
 
 
-def _positive_number(value: Any, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = 0.0
-    if not number > 0 or number == float("inf"):
-        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
-    return number
-
-
 def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -194,6 +219,8 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     """Resolve settings; ``home`` and keyword overrides (e.g. ``model=``) win over the environment."""
     env = os.environ
     home_path = Path(home or env.get("MINETUNE_HOME") or Path.home() / ".minetune").expanduser()
+    if home_path.is_dir():
+        private_home(home_path)  # an existing install is fixed here (0700 folders, 0600 files)
     file_cfg = _read_toml(home_path / "config.toml")
     retry_raw = env.get("MINETUNE_RETRY_LIMIT", file_cfg.get("retry_limit", DEFAULT_RETRY_LIMIT))
     settings = Settings(
@@ -203,19 +230,10 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         ollama_url=(env.get("MINETUNE_OLLAMA_URL") or file_cfg.get("ollama_url") or DEFAULT_OLLAMA_URL),
         openai_base_url=env.get("OPENAI_BASE_URL")
         or file_cfg.get("openai_base_url")
-        or "https://api.openai.com/v1",
+        or OPENAI_BASE_URL,
         retry_limit=_positive_int(retry_raw, "retry_limit"),
         temperature=float(file_cfg.get("temperature", 0.7)),
         max_tokens=_positive_int(file_cfg.get("max_tokens", 1024), "max_tokens"),
-        request_timeout=_positive_number(
-            env.get("MINETUNE_UPSTREAM_TIMEOUT", file_cfg.get("upstream_timeout", 120.0)), "upstream_timeout"
-        ),
-        upstream_workers=_positive_int(
-            env.get("MINETUNE_UPSTREAM_WORKERS", file_cfg.get("upstream_workers", 64)), "upstream_workers"
-        ),
-        user_concurrency=_positive_int(
-            env.get("MINETUNE_USER_CONCURRENCY", file_cfg.get("user_concurrency", 16)), "user_concurrency"
-        ),
         praise=_praise_settings(file_cfg.get("praise", {})),
         embedder=env.get("MINETUNE_EMBEDDER") or file_cfg.get("embedder") or "minilm",
         reoptimize=_flag(env.get("MINETUNE_REOPTIMIZE", file_cfg.get("reoptimize", True)), "reoptimize"),
@@ -223,5 +241,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         continual=_continual_settings(file_cfg.get("continual", {}), env),
         allowed_hosts=_names(env.get("MINETUNE_ALLOWED_HOSTS"), file_cfg, "allowed_hosts"),
         allowed_origins=_names(env.get("MINETUNE_ALLOWED_ORIGINS"), file_cfg, "allowed_origins"),
+        keys=_keys(file_cfg.get("keys", {})),
+        model_roots=_model_roots(env.get("MINETUNE_MODEL_ROOTS"), file_cfg.get("model_roots"), home_path),
     )
     return settings.with_overrides(**overrides)

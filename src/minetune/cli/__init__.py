@@ -2,20 +2,22 @@
 
 This module holds the root ``app`` group and ``main()``; each command group lives in its own module
 (``chat``, ``data``, ``programs``, ``bundles``, ``finetune``, ``training``, ``adapters``, ``forget``,
-``serve``) and what they share (consoles, options, settings, the store) in ``common``. Heavy imports
+``serve``, ``keys``) and what they share (consoles, options, settings, the store) in ``common``. Heavy imports
 stay inside the commands, so ``minetune --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from minetune.cli import adapters, bundles, chat, data, finetune, forget, programs, serve, training
+from minetune.cli import adapters, bundles, chat, data, finetune, forget, keys, programs, serve, training
 from minetune.cli.common import err, model_option, out
 from minetune.errors import MinetuneError
+from minetune.files import PRIVATE_UMASK
 
 __all__ = ["app", "err", "main", "out"]
 
@@ -52,12 +54,15 @@ for _command in (
     forget.forget,
     serve.serve,
     serve.user_app,
+    keys.key_app,
 ):
     app.add_command(_command)
 
 
 def main() -> None:
-    """Console-script entry point: user-facing errors become one line and exit code 1."""
+    """Console-script entry point: user-facing errors become one line and exit code 1. Every file
+    the command creates is private (umask 077): the database, adapters, exports."""
+    os.umask(PRIVATE_UMASK)
     try:
         app(standalone_mode=True)
     except MinetuneError as exc:

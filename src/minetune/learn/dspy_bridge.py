@@ -56,6 +56,7 @@ from sqlalchemy import select
 
 from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError, ModelError
+from minetune.models.keys import key_for
 from minetune.models.spec import parse_spec
 from minetune.program import render_system_prompt
 from minetune.store.repo import DEFAULT_PROGRAM, Store, effective_ratings
@@ -389,27 +390,20 @@ def _ollama_root(url: str) -> str:
     return url[:-3] if url.endswith("/v1") else url
 
 
-def _env(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
 def _lm_args(spec: str, settings: Settings | None) -> tuple[str, dict[str, Any]]:
     parsed = parse_spec(spec)
     settings = settings or load_settings()
     if parsed.backend == "openai":
-        key = _env("OPENAI_API_KEY")
-        if not key:
+        key = key_for(settings, settings.openai_base_url)
+        if key is None:
             raise ModelError(f"{parsed.raw} needs an API key: set OPENAI_API_KEY=sk-...")
-        base, api_key = settings.openai_base_url, key
+        base, api_key = settings.openai_base_url, key.value
     elif parsed.backend == "ollama":
         base, api_key = f"{_ollama_root(settings.ollama_url)}/v1", "ollama"
     elif parsed.backend == "openai-compatible":
         assert parsed.base_url is not None
-        base, api_key = parsed.base_url, _env("MINETUNE_API_KEY", "OPENAI_API_KEY") or "unused"
+        scoped = key_for(settings, parsed.base_url)  # only a key scoped to this URL (models.keys)
+        base, api_key = parsed.base_url, scoped.value if scoped else "unused"
     else:
         raise ModelError(
             f"DSPy optimizers need a model served over HTTP, not {parsed.raw}: serve it with vLLM or "
@@ -429,7 +423,7 @@ def lm_for_spec(spec: str, *, settings: Settings | None = None, **lm_kwargs: Any
 
     All three go through DSPy's OpenAI-compatible client: ``openai:`` to ``OPENAI_BASE_URL`` with
     ``OPENAI_API_KEY``, ``ollama:`` to ``MINETUNE_OLLAMA_URL``/v1, ``openai-compatible:`` to its URL
-    with ``MINETUNE_API_KEY`` or ``OPENAI_API_KEY`` (a dummy key when neither is set). Responses are
+    with the key scoped to that URL (:mod:`minetune.models.keys`; a dummy key when none is). Responses are
     never cached (``cache=False``). ``lm_kwargs`` (temperature, max_tokens, ...) go to ``dspy.LM``.
     """
     model, kwargs = _lm_args(spec, settings)

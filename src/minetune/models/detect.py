@@ -2,6 +2,7 @@
 
 Order: the explicit spec argument, else ``settings.model`` (``MINETUNE_MODEL`` / config.toml),
 else auto-detection — a running Ollama (its first model), then ``OPENAI_API_KEY`` (gpt-4o-mini).
+Which key a backend sends is decided by :mod:`minetune.models.keys`: only a key scoped to its URL.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from minetune.config import DEFAULT_OPENAI_MODEL, Settings
 from minetune.errors import ModelError
+from minetune.models import keys
 from minetune.models.base import ChatModel
 from minetune.models.spec import ModelSpec, parse_spec
 
@@ -94,7 +96,9 @@ def describe_detection(settings: Settings) -> list[str]:
     else:
         lines.append("OPENAI_API_KEY: not set")
     if _api_key("MINETUNE_API_KEY"):
-        lines.append("MINETUNE_API_KEY: set (sent to openai-compatible: servers)")
+        lines.append("MINETUNE_API_KEY: set (sent only to the base URL of the configured model)")
+    for url in sorted({keys.scope_of(u) for u, _ in settings.keys} | keys.configured_scopes(settings)):
+        lines.append(f"Key for {keys.describe(settings, url)}")
     if settings.model:
         lines.append(f"Will use: {settings.model}")
     elif models:
@@ -121,23 +125,26 @@ def build_model(spec: ModelSpec, settings: Settings) -> ChatModel:
                             max_tokens=max_tokens)
 
     if spec.backend == "vllm":
-        from minetune.models.vllm import VLLMModel
+        from minetune.models.vllm import VLLMModel, v1_url
 
         assert spec.base_url is not None
+        url = v1_url(spec.base_url)
+        key = keys.key_for(settings, url)
         return VLLMModel(spec.model, spec.base_url, adapter=spec.adapter, spec=spec.raw,
-                         api_key=_api_key("MINETUNE_API_KEY", "OPENAI_API_KEY"), temperature=temperature,
-                         max_tokens=max_tokens, timeout=timeout)
+                         api_key=key.value if key else None, temperature=temperature,
+                         max_tokens=max_tokens, timeout=timeout, auth_help=keys.key_help(settings, url))
 
     from minetune.models.openai_compat import OpenAICompatModel
 
     if spec.backend == "openai":
-        key = _api_key("OPENAI_API_KEY")
-        if not key:
-            raise ModelError(f"{spec.raw} needs an API key: set OPENAI_API_KEY=sk-... (or use a local model "
+        key = keys.key_for(settings, settings.openai_base_url)
+        if key is None:
+            where = keys.key_help(settings, settings.openai_base_url).removesuffix(" to a valid key")
+            raise ModelError(f"{spec.raw} needs an API key: {where} (or use a local model "
                              "such as ollama:<model> or hf:<dir>)")
-        return OpenAICompatModel(spec.model, settings.openai_base_url, api_key=key, spec=spec.raw,
+        return OpenAICompatModel(spec.model, settings.openai_base_url, api_key=key.value, spec=spec.raw,
                                  temperature=temperature, max_tokens=max_tokens, timeout=timeout,
-                                 auth_help="set OPENAI_API_KEY to a valid OpenAI key")
+                                 auth_help=keys.key_help(settings, settings.openai_base_url))
     if spec.backend == "ollama":
         return OpenAICompatModel(spec.model, f"{_ollama_root(settings.ollama_url)}/v1", spec=spec.raw,
                                  temperature=temperature, max_tokens=max_tokens, timeout=timeout,
@@ -145,11 +152,10 @@ def build_model(spec: ModelSpec, settings: Settings) -> ChatModel:
                                  "points at Ollama itself")
     if spec.backend == "openai-compatible":
         assert spec.base_url is not None
-        key = _api_key("MINETUNE_API_KEY", "OPENAI_API_KEY")
-        return OpenAICompatModel(spec.model, spec.base_url, api_key=key, spec=spec.raw,
+        key = keys.key_for(settings, spec.base_url)
+        return OpenAICompatModel(spec.model, spec.base_url, api_key=key.value if key else None, spec=spec.raw,
                                  temperature=temperature, max_tokens=max_tokens, timeout=timeout,
-                                 auth_help="set MINETUNE_API_KEY (or OPENAI_API_KEY) to a valid key "
-                                 "for this server")
+                                 auth_help=keys.key_help(settings, spec.base_url))
     raise ModelError(f"Unsupported backend {spec.backend!r}")  # parse_spec only yields the five above
 
 

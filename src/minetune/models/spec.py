@@ -13,6 +13,10 @@ instead of ``?adapter=``: each message is then answered by the program's domain 
 examples it is most similar to, or by the plain base model below that similarity. A routed spec
 belongs to a program, so it is built by :func:`minetune.train.adapters.routed_model` (a
 ``Session`` does that itself), not by :func:`~minetune.models.resolve_model`.
+
+A spec never carries a key: which key (if any) goes to a spec's base URL is decided by
+:mod:`minetune.models.keys`, so a spec from an imported bundle gets no local key unless its URL is
+one the user scoped a key to.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ class VLLMModel(OpenAICompatModel):
         temperature: float = 0.7,
         max_tokens: int | None = 1024,
         timeout: float = 120.0,
+        auth_help: str = "set the key scoped to this vLLM server (see `minetune key`)",
     ) -> None:
         url = v1_url(base_url)
         self.base_model = model
@@ -74,7 +75,7 @@ class VLLMModel(OpenAICompatModel):
             temperature=temperature,
             max_tokens=max_tokens,
             timeout=timeout,
-            auth_help="set MINETUNE_API_KEY (or OPENAI_API_KEY) to the key the vLLM server expects",
+            auth_help=auth_help,
         )
         self._loaded = False
         self._load_lock = threading.Lock()

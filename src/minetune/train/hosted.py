@@ -17,7 +17,9 @@ Configuration (environment over ``[finetune]`` in ``$MINETUNE_HOME/config.toml``
 
 * ``MINETUNE_FINETUNE_BASE_URL`` / ``base_url`` — default ``https://api.openai.com/v1``;
   a bare ``http://host:port`` gets ``/v1`` appended.
-* ``OPENAI_API_KEY`` — sent as a bearer token; never stored in the database, printed or logged.
+* The key scoped to that base URL (:mod:`minetune.models.keys`): ``OPENAI_API_KEY`` for OpenAI's
+  own URL, ``MINETUNE_API_KEY`` for a base URL you set here, a ``[keys]`` mapping or the system
+  keyring; sent as a bearer token; never stored in the database, printed or logged.
 * ``MINETUNE_FINETUNE_PRICES`` / ``[finetune.prices]`` — USD per million training tokens by model
   name prefix (longest prefix wins), e.g. ``gpt-4.1-mini=5,my-model=0.8`` or a JSON object.
   The built-in table is OpenAI's published list price at the time of writing; check your
@@ -39,14 +41,15 @@ import re
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 
-from minetune.config import Settings
+from minetune.config import Settings, load_settings
 from minetune.errors import ConfigError, MinetuneError
+from minetune.models import keys
 from minetune.store import Store
 from minetune.store import training as jobs_db
 from minetune.store.schema import TrainingJob
@@ -122,6 +125,8 @@ class HostedConfig:
     prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     poll_interval: float = 10.0
     timeout: float = 60.0
+    key_help: str = "set OPENAI_API_KEY to a valid key"  # how to give this base URL a key
+    settings: Settings | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_openai(self) -> bool:
@@ -160,17 +165,25 @@ def load_config(settings: Settings | None = None, **overrides: Any) -> HostedCon
         raise ConfigError(
             f"The fine-tuning poll interval must be a number of seconds, got {poll_raw!r}."
         ) from None
+    chosen = env.get("MINETUNE_FINETUNE_BASE_URL") or file_cfg.get("base_url")
     values: dict[str, Any] = {
-        "base_url": _normalise_url(
-            env.get("MINETUNE_FINETUNE_BASE_URL") or file_cfg.get("base_url") or OPENAI_BASE_URL
-        ),
-        "api_key": env.get("OPENAI_API_KEY") or None,
+        "base_url": _normalise_url(overrides.get("base_url") or chosen or OPENAI_BASE_URL),
         "prices": prices,
         "poll_interval": max(0.0, poll),
     }
     for key, value in overrides.items():
-        if value is not None:
-            values[key] = _normalise_url(value) if key == "base_url" else value
+        if value is not None and key != "base_url":
+            values[key] = value
+    if "api_key" not in values:
+        # The base URL set here is the user's own choice, so MINETUNE_API_KEY is scoped to it too.
+        resolved = settings or load_settings()
+        also = [_normalise_url(chosen)] if chosen else []
+        found = keys.key_for(resolved, values["base_url"], also=also)
+        values |= {
+            "api_key": found.value if found else None,
+            "key_help": keys.key_help(resolved, values["base_url"], also=also),
+            "settings": resolved,
+        }
     return HostedConfig(**values)
 
 
@@ -201,7 +214,7 @@ class FineTuneClient:
         base = self.config.base_url
         if not self.config.api_key:
             raise FineTuneError(
-                f"Set OPENAI_API_KEY to use hosted fine-tuning at {base} "
+                f"No API key for hosted fine-tuning at {base}: {self.config.key_help} "
                 "(local LoRA training, `minetune train`, needs no key)."
             )
         headers = {"Authorization": f"Bearer {self.config.api_key}"}
@@ -219,7 +232,7 @@ class FineTuneClient:
         if response.status_code == 401:
             raise FineTuneError(
                 f"The fine-tuning API at {base} rejected the API key "
-                f"(HTTP 401{': ' + detail if detail else ''}). Check OPENAI_API_KEY."
+                f"(HTTP 401{': ' + detail if detail else ''}); {self.config.key_help}."
             )
         if response.status_code == 403:
             raise FineTuneError(f"The API key may not use fine-tuning at {base} (HTTP 403): {detail}")
@@ -656,7 +669,15 @@ def refresh(
 def _config_for(row: TrainingJob, config: HostedConfig) -> HostedConfig:
     """A job is always followed at the provider it was created at."""
     if row.provider and row.provider != config.base_url:
-        return HostedConfig(row.provider, config.api_key, config.prices, config.poll_interval, config.timeout)
+        # Only the key scoped to the job's own provider goes there, never this config's key.
+        settings = config.settings or load_settings()
+        found = keys.key_for(settings, row.provider)
+        return replace(
+            config,
+            base_url=row.provider,
+            api_key=found.value if found else None,
+            key_help=keys.key_help(settings, row.provider),
+        )
     return config
 
 
