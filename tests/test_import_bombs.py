@@ -6,6 +6,7 @@ exactly (``os.wait4`` returns that one child's resource usage).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -315,3 +316,68 @@ def test_pathological_json_is_a_clear_error(
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ImportFormatError, match=expected):
         import_file(store, settings, path, learn=False, format="alpaca")
+
+
+# -- program bundles ----------------------------------------------------------------------------------
+
+
+def _bundle(store: Store, settings: Settings, path: Path) -> dict[str, bytes]:
+    """The members of a real (small) exported bundle."""
+    from minetune.io.bundle import export_bundle
+
+    store.create_program("p", "Be brief.")
+    export_bundle(store, "p", path, settings=settings)
+    with zipfile.ZipFile(path) as zf:
+        return {info.filename: zf.read(info) for info in zf.infolist()}
+
+
+def _write_bundle(path: Path, members: dict[str, bytes], big: tuple[str, int] | None = None) -> Path:
+    """``members`` as a bundle with correct checksums; ``big`` = (member, MiB) streams that member as
+    one line of a repeated character, so the bomb is never held in memory here either."""
+    files = {n: hashlib.sha256(b).hexdigest() for n, b in members.items() if n != "manifest.json"}
+    block = b"A" * MiB
+    if big is not None:
+        digest = hashlib.sha256()
+        for _ in range(big[1]):
+            digest.update(block)
+        files[big[0]] = digest.hexdigest()
+    manifest = json.loads(members["manifest.json"]) | {"files": files}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            if name != "manifest.json" and (big is None or name != big[0]):
+                zf.writestr(name, data)
+        if big is not None:
+            with zf.open(big[0], "w", force_zip64=True) as fh:
+                for _ in range(big[1]):
+                    fh.write(block)
+    return path
+
+
+def test_a_256_mb_bundle_bomb_is_refused_fast_in_bounded_memory(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    members = _bundle(store, settings, tmp_path / "p.zip")
+    bomb = _write_bundle(tmp_path / "bomb.zip", members, big=("conversations.jsonl", 256))
+    assert bomb.stat().st_size < MiB
+    before = counts()
+    run = run_cli("bundle", "import", str(bomb), "--as", "q")
+    check_refused(run, before, "conversations.jsonl", "zip bomb")
+    assert run.seconds < 5 and run.peak_rss_mb < 200
+
+
+def test_an_overlong_bundle_line_is_refused_while_reading(
+    store: Store, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the ratio limit (the line is real, if dull): the per-line limit refuses it."""
+    from minetune.io import bundle as bundle_mod
+    from minetune.io.bundle import BundleError, import_bundle
+
+    members = _bundle(store, settings, tmp_path / "p.zip")
+    members["conversations.jsonl"] = os.urandom(3 * MiB).hex().encode()  # 6 MiB, one line
+    path = _write_bundle(tmp_path / "long.zip", members)
+    monkeypatch.setattr(bundle_mod, "_MAX_LINE_BYTES", 4 * MiB)
+    before = store.row_counts()
+    with pytest.raises(BundleError, match="conversations.jsonl line 1 in the bundle is longer than 4.0 MiB"):
+        import_bundle(store, path, settings=settings, name="q")
+    assert store.row_counts() == before

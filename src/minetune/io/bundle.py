@@ -57,6 +57,14 @@ ADAPTERS_DIR = "adapters"
 
 _CHUNK = 1 << 20
 _MAX_MANIFEST_BYTES = 64 << 20
+# Bounds checked before anything is read, so a zip bomb is refused in milliseconds: every member's
+# declared size and compression ratio, the JSON documents read whole, and each conversations line
+# (a conversation with every attempt's full prompt, so it may legitimately be large).
+_MAX_MEMBER_BYTES = 16 << 30
+_MAX_JSON_BYTES = 64 << 20
+_MAX_LINE_BYTES = 256 << 20
+_MAX_RATIO = 200
+_RATIO_FLOOR = 1 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # Column widths of the schema's String columns, checked so PostgreSQL never truncates or refuses.
@@ -360,10 +368,35 @@ def _check_member_name(name: str) -> None:
         )
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def _check_member_size(info: zipfile.ZipInfo) -> None:
+    """Refuse a member whose declared size, or expansion from its compressed size, is implausible."""
+    size, packed = info.file_size, max(info.compress_size, 1)
+    if size > _MAX_MEMBER_BYTES:
+        raise BundleError(f"The bundle member {info.filename} declares {_mib(size)}; refusing it.")
+    if size > _RATIO_FLOOR and size > _MAX_RATIO * packed:
+        raise BundleError(
+            f"The bundle member {info.filename} expands {size / packed:,.0f}× ({_mib(packed)} to "
+            f"{_mib(size)}, over the {_MAX_RATIO}× limit); refusing a likely zip bomb."
+        )
+    if info.filename in (MANIFEST, VERSIONS, LESSONS, ADAPTER_RECORDS) and size > _MAX_JSON_BYTES:
+        raise BundleError(f"{info.filename} in the bundle is implausibly large ({_mib(size)}).")
+
+
 def _read_member(zf: zipfile.ZipFile, name: str) -> Iterator[bytes]:
+    """A member's bytes in chunks; never more than it declares (zipfile stops there and checks the CRC)."""
+    info = zf.getinfo(name)
+    _check_member_size(info)
+    seen = 0
     try:
-        with zf.open(name) as fh:
+        with zf.open(info) as fh:
             while chunk := fh.read(_CHUNK):
+                seen += len(chunk)
+                if seen > info.file_size:
+                    raise BundleError(f"The bundle member {name} holds more than it declares; refusing it.")
                 yield chunk
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise BundleError(f"The bundle member {name} is damaged: {exc}") from exc
@@ -376,8 +409,8 @@ def _member_bytes(zf: zipfile.ZipFile, name: str) -> bytes:
 def _load_json(data: bytes, name: str) -> Any:
     try:
         return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{name} in the bundle is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also huge numbers
+        raise BundleError(f"{name} in the bundle is not valid JSON: {str(exc)[:200]}") from exc
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -526,23 +559,33 @@ def _check_conversation(c: Any, line: int) -> dict[str, Any]:
 
 def _read_conversations(zf: zipfile.ZipFile) -> list[dict[str, Any]]:
     conversations = []
-    pending = b""
-    line = 0
-
-    def parse(raw: bytes) -> None:
-        nonlocal line
-        line += 1
+    for line, raw in enumerate(_lines(zf, CONVERSATIONS), start=1):
         if raw.strip():
-            conversations.append(_check_conversation(_load_json(raw, f"{CONVERSATIONS} line {line}"), line))
-
-    for chunk in _read_member(zf, CONVERSATIONS):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for raw in lines:
-            parse(raw)
-    if pending.strip():
-        parse(pending)
+            where = f"{CONVERSATIONS} line {line}"
+            conversations.append(_check_conversation(_load_json(raw, where), line))
     return conversations
+
+
+def _lines(zf: zipfile.ZipFile, name: str) -> Iterator[bytes]:
+    """A member's lines (without the newline) in linear time; one over ``_MAX_LINE_BYTES`` is
+    refused as soon as that much of it has been read."""
+    pieces: list[bytes] = []
+    size = line = 0
+    for chunk in _read_member(zf, name):
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            pieces.append(chunk[start:end])
+            yield b"".join(pieces)
+            line += 1
+            pieces, size, start = [], 0, end + 1
+        size += len(chunk) - start
+        if size > _MAX_LINE_BYTES:
+            raise BundleError(
+                f"{name} line {line + 1} in the bundle is longer than {_mib(_MAX_LINE_BYTES)}; refusing it."
+            )
+        pieces.append(chunk[start:])
+    if pieces:
+        yield b"".join(pieces)
 
 
 def _read_embeddings(zf: zipfile.ZipFile, spec: Any) -> tuple[list[EmbeddingRecord], str | None]:
@@ -621,6 +664,7 @@ def _verify(zf: zipfile.ZipFile) -> dict[str, Any]:
     for info in zf.infolist():
         _check_member_name(info.filename)
         if not info.is_dir():
+            _check_member_size(info)
             names.append(info.filename)
     if len(set(names)) != len(names):
         raise BundleError("The bundle has two members with the same name; refusing to read it.")
