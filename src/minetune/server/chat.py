@@ -16,11 +16,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import Field
 
 from minetune import review
 from minetune.errors import MinetuneError, ModelError, NotFoundError
@@ -28,6 +28,7 @@ from minetune.loop import MAX_MESSAGE_CHARS, DeltaCallback, Session
 from minetune.server.auth import current_user
 from minetune.server.learning import server_learning
 from minetune.server.state import ServerState
+from minetune.server.validation import MAX_ID, MAX_PROGRAM_NAME, BodyId, InputModel, PathId, ProgramQuery
 from minetune.server.webutil import not_found_as_404, program_page, server_state, user_store
 from minetune.store import DEFAULT_PROGRAM, Store, browse
 
@@ -37,18 +38,19 @@ log = logging.getLogger("minetune.server")
 MAX_CRITIQUE_CHARS = 20_000
 
 
-class SendBody(BaseModel):
+class SendBody(InputModel):
     message: str
-    program: str = DEFAULT_PROGRAM
-    conversation_id: int | None = None
+    program: str = Field(default=DEFAULT_PROGRAM, max_length=MAX_PROGRAM_NAME)
+    conversation_id: BodyId | None = None
 
 
-class RateBody(BaseModel):
-    stars: int | str  # parsed by minetune.feedback.parse_stars: 1-5, "4", "4/5", "★★★★"
+class RateBody(InputModel):
+    # parsed by minetune.feedback.parse_stars: 1-5, "4", "4/5", "★★★★"
+    stars: int | Annotated[str, Field(max_length=50)]
     critique: str | None = None
 
 
-class RetryBody(BaseModel):
+class RetryBody(InputModel):
     critique: str | None = None
 
 
@@ -169,7 +171,10 @@ def _answer(store: Store, session: Session, turn_id: int, attempt_id: int) -> di
 
 @router.get("/", response_class=HTMLResponse)
 def chat_page(
-    request: Request, program: str = DEFAULT_PROGRAM, c: int | None = None, user: str = Depends(current_user)
+    request: Request,
+    program: ProgramQuery = DEFAULT_PROGRAM,
+    c: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    user: str = Depends(current_user),
 ) -> HTMLResponse:
     state = server_state(request)
     store = user_store(request, user)
@@ -202,7 +207,7 @@ def list_programs(request: Request, user: str = Depends(current_user)) -> dict[s
 
 @router.get("/api/conversations")
 def list_conversations(
-    request: Request, program: str = DEFAULT_PROGRAM, user: str = Depends(current_user)
+    request: Request, program: ProgramQuery = DEFAULT_PROGRAM, user: str = Depends(current_user)
 ) -> dict[str, Any]:
     store = user_store(request, user)
     with not_found_as_404():
@@ -223,7 +228,7 @@ def list_conversations(
 
 @router.get("/api/conversations/{conversation_id}")
 def get_conversation(
-    request: Request, conversation_id: int, user: str = Depends(current_user)
+    request: Request, conversation_id: PathId, user: str = Depends(current_user)
 ) -> dict[str, Any]:
     store = user_store(request, user)
     with not_found_as_404():
@@ -263,7 +268,7 @@ def send_message(request: Request, body: SendBody, user: str = Depends(current_u
 
 @router.post("/api/attempts/{attempt_id}/rate")
 def rate_attempt(
-    request: Request, attempt_id: int, body: RateBody, user: str = Depends(current_user)
+    request: Request, attempt_id: PathId, body: RateBody, user: str = Depends(current_user)
 ) -> dict[str, Any]:
     """Rate an answer 1-5 with an optional critique; learning from it runs in the background."""
     state = server_state(request)
@@ -279,7 +284,7 @@ def rate_attempt(
 
 @router.post("/api/attempts/{attempt_id}/retry")
 def retry_attempt(
-    request: Request, attempt_id: int, body: RetryBody | None = None, user: str = Depends(current_user)
+    request: Request, attempt_id: PathId, body: RetryBody | None = None, user: str = Depends(current_user)
 ) -> StreamingResponse:
     """Answer the attempt's message again with every earlier rating and critique folded in; a
     critique given here is recorded on this attempt first. Streams like ``/api/chat``."""
@@ -299,7 +304,7 @@ def retry_attempt(
 
 
 @router.get("/api/attempts/{attempt_id}/why")
-def why_attempt(request: Request, attempt_id: int, user: str = Depends(current_user)) -> dict[str, Any]:
+def why_attempt(request: Request, attempt_id: PathId, user: str = Depends(current_user)) -> dict[str, Any]:
     """What produced this answer: version, rules, demos, model and adapter, the system prompt."""
     store = user_store(request, user)
     with not_found_as_404():

@@ -12,11 +12,8 @@ from minetune.learn import abtest
 from minetune.loop import MAX_MESSAGE_CHARS
 from minetune.server.auth import current_user
 from minetune.server.templating import render
+from minetune.server.validation import MAX_ID, FormText, PathId, ProgramForm, ProgramQuery
 from minetune.server.webutil import (
-    MAX_ID,
-    PathId,
-    ProgramForm,
-    ProgramQuery,
     bad_request,
     checked_text,
     done,
@@ -70,7 +67,7 @@ def start_comparison(
     mode: Annotated[Literal["versions", "adapter"], Form()] = "versions",
     first: OptionalNumber = None,
     second: OptionalNumber = None,
-    prompt: Annotated[str, Form()] = "",
+    prompt: FormText = "",
     turn_id: OptionalNumber = None,
     user: str = Depends(current_user),
 ) -> Response:

@@ -7,25 +7,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
 
 from minetune import review
 from minetune.learn.reoptimize import Learner
 from minetune.server.auth import current_user
+from minetune.server.validation import InputModel, PathId, ProgramQuery
 from minetune.server.webutil import not_found_as_404, program_page, server_state, user_store
 from minetune.store import DEFAULT_PROGRAM, browse
 
 router = APIRouter()
 
 
-class EditBody(BaseModel):
+class EditBody(InputModel):
     text: str
 
 
-class ExcludeBody(BaseModel):
+class ExcludeBody(InputModel):
     excluded: bool = True
+
+
+StarsQuery = Annotated[str | None, Query(max_length=50)]
 
 
 @dataclass
@@ -41,10 +44,10 @@ class Filtered:
 
 def filtered_turns(
     request: Request,
-    program: str = DEFAULT_PROGRAM,
-    stars: str | None = None,
-    min_stars: str | None = None,
-    max_stars: str | None = None,
+    program: ProgramQuery = DEFAULT_PROGRAM,
+    stars: StarsQuery = None,
+    min_stars: StarsQuery = None,
+    max_stars: StarsQuery = None,
     user: str = Depends(current_user),
 ) -> Filtered:
     """The dataset's query (a program and a star filter) and the turns it selects."""
@@ -82,7 +85,7 @@ def dataset_json(view: DatasetQuery, user: str = Depends(current_user)) -> dict[
 
 @router.post("/api/turns/{turn_id}/edit")
 def edit_turn(
-    request: Request, turn_id: int, body: EditBody, user: str = Depends(current_user)
+    request: Request, turn_id: PathId, body: EditBody, user: str = Depends(current_user)
 ) -> dict[str, Any]:
     """Store an edited answer as the turn's preferred answer (a 5-star ``user-edit`` attempt)."""
     store = user_store(request, user)
@@ -93,7 +96,7 @@ def edit_turn(
 
 @router.post("/api/turns/{turn_id}/exclude")
 def exclude_turn(
-    request: Request, turn_id: int, body: ExcludeBody | None = None, user: str = Depends(current_user)
+    request: Request, turn_id: PathId, body: ExcludeBody | None = None, user: str = Depends(current_user)
 ) -> dict[str, Any]:
     """Exclude a turn from demos and training data (``{"excluded": false}`` brings it back)."""
     state = server_state(request)
@@ -106,7 +109,7 @@ def exclude_turn(
 
 
 @router.delete("/api/turns/{turn_id}")
-def forget_turn(request: Request, turn_id: int, user: str = Depends(current_user)) -> dict[str, Any]:
+def forget_turn(request: Request, turn_id: PathId, user: str = Depends(current_user)) -> dict[str, Any]:
     """Forget a turn as ``minetune forget TURN`` does: its data, demo links, lessons learned from
     it and judge ratings are deleted; adapters trained on it are marked tainted."""
     from minetune.app.forget import forget

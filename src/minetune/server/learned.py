@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from minetune.program import diff_versions, lesson_texts
 from minetune.server.auth import current_user
 from minetune.server.templating import render
+from minetune.server.validation import MAX_ID, FormText, PathId, ProgramForm, ProgramQuery
 from minetune.server.webutil import (
-    MAX_ID,
-    PathId,
-    ProgramForm,
-    ProgramQuery,
     bad_request,
     checked_text,
     done,
@@ -84,7 +81,7 @@ def _changed(request: Request, store: Store, program: str, note: str, **change: 
 @router.post("/rules/add")
 def add_rule(
     request: Request,
-    text: str = Form(""),
+    text: FormText = "",
     program: ProgramForm = "default",
     user: str = Depends(current_user),
 ) -> Response:
@@ -99,7 +96,7 @@ def add_rule(
 def edit_rule(
     request: Request,
     lesson_id: PathId,
-    text: str = Form(""),
+    text: FormText = "",
     program: ProgramForm = "default",
     user: str = Depends(current_user),
 ) -> Response:

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from minetune import progress
 from minetune.server.auth import current_user
 from minetune.server.charts import bar_chart, line_chart
+from minetune.server.validation import ProgramQuery
 from minetune.server.webutil import not_found_as_404, program_page, user_store
 from minetune.store import DEFAULT_PROGRAM
 
@@ -23,7 +24,7 @@ def _points(series: progress.Series) -> list[tuple[str, float]]:
 
 @router.get("/metrics", response_class=HTMLResponse)
 def metrics_page(
-    request: Request, program: str = DEFAULT_PROGRAM, user: str = Depends(current_user)
+    request: Request, program: ProgramQuery = DEFAULT_PROGRAM, user: str = Depends(current_user)
 ) -> HTMLResponse:
     store = user_store(request, user)
     with not_found_as_404():
@@ -61,7 +62,7 @@ def metrics_page(
 
 @router.get("/api/metrics")
 def metrics_json(
-    request: Request, program: str = DEFAULT_PROGRAM, user: str = Depends(current_user)
+    request: Request, program: ProgramQuery = DEFAULT_PROGRAM, user: str = Depends(current_user)
 ) -> dict[str, Any]:
     store = user_store(request, user)
     with not_found_as_404():

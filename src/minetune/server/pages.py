@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import AfterValidator
 
 from minetune.server.auth import COOKIE, current_user
 from minetune.server.templating import render
+from minetune.server.validation import FormText, check_text
 from minetune.store.db import _redact
 from minetune.store.users import user_for_token
 
@@ -32,12 +36,18 @@ def setup_page(request: Request, user: str = Depends(current_user)) -> HTMLRespo
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = "/") -> HTMLResponse:
+def login_page(
+    request: Request, next: Annotated[str, AfterValidator(check_text), Query(max_length=2000)] = "/"
+) -> HTMLResponse:
     return render(request, "login.html", next=_safe_next(next))
 
 
 @router.post("/login", response_model=None)
-def login(request: Request, token: str = Form(""), next: str = Form("/")) -> HTMLResponse | RedirectResponse:
+def login(
+    request: Request,
+    token: Annotated[str, AfterValidator(check_text), Form(max_length=1000)] = "",
+    next: FormText = "/",
+) -> HTMLResponse | RedirectResponse:
     state = request.app.state.minetune
     if user_for_token(state.db, token.strip()) is None:
         return render(request, "login.html", status_code=401, next=_safe_next(next), error="Unknown token.")

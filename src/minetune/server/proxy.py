@@ -31,6 +31,7 @@ from minetune.gateway import AnswerStream, Gateway, model_name, program_for_mode
 from minetune.server.auth import current_user
 from minetune.server.learning import server_learning
 from minetune.server.state import ServerState
+from minetune.server.validation import InputModel, json_body_doc
 from minetune.store import DEFAULT_PROGRAM
 
 router = APIRouter(prefix="/v1", tags=["proxy"])
@@ -57,7 +58,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(InputModel):
     """An OpenAI chat completions request; other OpenAI parameters are accepted and ignored."""
 
     model_config = ConfigDict(extra="allow")
@@ -70,7 +71,7 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(InputModel):
     model_config = ConfigDict(extra="forbid")
     response_id: str = Field(max_length=100)
     stars: int = Field(strict=True)
@@ -152,7 +153,7 @@ def list_models(request: Request, user: str = Depends(current_user)) -> dict[str
     }
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, openapi_extra=json_body_doc(ChatRequest))
 def chat_completions(
     request: Request, raw: bytes = Depends(raw_body), user: str = Depends(current_user)
 ) -> JSONResponse | StreamingResponse:
@@ -240,7 +241,7 @@ def _sse(stream: AnswerStream, model: str, created: int, include_usage: bool) ->
     yield "data: [DONE]\n\n"
 
 
-@router.post("/feedback", response_model=None)
+@router.post("/feedback", response_model=None, openapi_extra=json_body_doc(FeedbackRequest))
 def feedback(
     request: Request, raw: bytes = Depends(raw_body), user: str = Depends(current_user)
 ) -> dict[str, Any] | JSONResponse:

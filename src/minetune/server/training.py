@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import AfterValidator
 
 from minetune.errors import MinetuneError
 from minetune.server import training_runs as runs_of
@@ -16,10 +17,8 @@ from minetune.server.auth import current_user
 from minetune.server.charts import loss_chart
 from minetune.server.templating import render
 from minetune.server.training_runs import hosted_work, local_work
+from minetune.server.validation import PathId, ProgramForm, ProgramQuery, check_text
 from minetune.server.webutil import (
-    PathId,
-    ProgramForm,
-    ProgramQuery,
     bad_request,
     checked_program,
     done,
@@ -48,7 +47,7 @@ async def _lifespan(app: FastAPI) -> Any:
 
 router = APIRouter(lifespan=_lifespan)
 
-RunId = Annotated[str, Path(max_length=64)]
+RunId = Annotated[str, AfterValidator(check_text), Path(max_length=64)]
 
 
 def _hosted_config(request: Request) -> Any:
@@ -133,7 +132,7 @@ def start_local(
     request: Request,
     program: ProgramForm = "default",
     method: Annotated[Literal["auto", "sft", "dpo", "kto"], Form()] = "auto",
-    base: Annotated[str, Form(max_length=MAX_SPEC)] = "",
+    base: Annotated[str, AfterValidator(check_text), Form(max_length=MAX_SPEC)] = "",
     steps: Annotated[int | None, Form(ge=1, le=1_000_000)] = None,
     epochs: Annotated[float | None, Form(gt=0, le=1000)] = None,
     lr: Annotated[float | None, Form(gt=0, le=1)] = None,
@@ -174,7 +173,7 @@ def start_hosted(
     request: Request,
     program: ProgramForm = "default",
     method: Annotated[Literal["sft", "dpo"], Form()] = "sft",
-    model: Annotated[str, Form(max_length=MAX_SPEC)] = "",
+    model: Annotated[str, AfterValidator(check_text), Form(max_length=MAX_SPEC)] = "",
     epochs: Annotated[int | None, Form(ge=1, le=50)] = None,
     threshold: Annotated[int, Form(ge=1, le=5)] = 4,
     activate: Annotated[bool, Form()] = False,

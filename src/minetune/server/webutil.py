@@ -11,23 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import Form, HTTPException, Path, Query, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from minetune.errors import NotFoundError
 from minetune.server.state import ServerState
 from minetune.server.templating import render
+from minetune.server.validation import MAX_PROGRAM_NAME
 from minetune.store import Store
-
-MAX_PROGRAM_NAME = 200
-MAX_ID = 2**31 - 1  # larger ids cannot exist (and PostgreSQL refuses them as integers)
-
-ProgramQuery = Annotated[str, Query(max_length=MAX_PROGRAM_NAME)]
-ProgramForm = Annotated[str, Form(max_length=MAX_PROGRAM_NAME)]
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]  # a record id or version number in the path
 
 
 def server_state(request: Request) -> ServerState:
