@@ -55,7 +55,8 @@ def serve(
     )
     mode = "tokens required" if server_app.state.minetune.auth_required else "single local user, no login"
     err.print(f"minetune serving on http://{host}:{port}/ ({mode}); proxy at /v1", highlight=False)
-    err.print(f"Answering Host names: {server_app.state.guards.describe_hosts()}", highlight=False)
+    hint = " (add the names clients use with --allowed-host)" if host in ("0.0.0.0", "::") else ""
+    err.print(f"Answering Host names: {server_app.state.guards.describe_hosts()}{hint}", highlight=False)
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
 
