@@ -285,9 +285,16 @@ def test_an_unbounded_title_is_not_printed(tmp_path: Path) -> None:
     assert run.peak_rss_mb < RSS_LIMIT_MB
 
 
-def test_a_file_with_no_conversation_records_no_import(
-    store: Store, settings: Settings, tmp_path: Path
-) -> None:
+def test_a_file_with_no_conversation_records_no_import(database_url: str, tmp_path: Path) -> None:
+    settings = load_settings()
+    store = Store.open(settings)
+    try:
+        _check_no_import(store, settings, tmp_path)
+    finally:
+        store.close()
+
+
+def _check_no_import(store: Store, settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "conversations.json"
     path.write_text(json.dumps([{"id": "x", "title": "t", "mapping": {}}]), encoding="utf-8")
     before = store.row_counts()
