@@ -60,9 +60,10 @@ def _chat_body(content: str) -> dict[str, Any]:
     return {"model": "minetune/default", "messages": [{"role": "user", "content": content}], "stream": True}
 
 
-def _read_first_delta(response: httpx.Response) -> str:
-    """Read SSE lines until the first content delta; returns it."""
-    for line in response.iter_lines():
+def _read_first_delta(lines: Iterator[str]) -> str:
+    """Read SSE lines until the first content delta; returns it. (Dropping an httpx line iterator
+    closes its connection: keep ``lines`` referenced while the stream should stay open.)"""
+    for line in lines:
         if line.startswith("data: {"):
             delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
             if delta:
@@ -167,7 +168,8 @@ def test_kill_9_mid_stream_leaves_no_rateable_attempt(database_url: str, tmp_pat
         ):
             assert r.status_code == 200
             rid = r.headers["x-minetune-response-id"]
-            assert _read_first_delta(r) == "w0 "
+            lines = r.iter_lines()
+            assert _read_first_delta(lines) == "w0 "  # still reading: only the kill cuts the stream
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
         settings = load_settings(home=tmp_path / "home", reoptimize=False, embedder=WORDS_EMBEDDER)
@@ -201,7 +203,7 @@ def test_client_disconnects_mid_stream_settle_without_garbage_collection(databas
                         httpx.Client(timeout=30) as client,
                         client.stream("POST", url + "/v1/chat/completions", json=_chat_body(f"q {i}")) as r,
                     ):
-                        assert _read_first_delta(r) == "w0 "
+                        assert _read_first_delta(r.iter_lines()) == "w0 "
                     # leaving the block hung up mid-stream
                 attempts = _wait_settled(store, 10)
             assert len(attempts) == 10
