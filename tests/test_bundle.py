@@ -330,7 +330,7 @@ def test_adapters_round_trip(taught: str, tmp_path: Path) -> None:
     other_home = tmp_path / "elsewhere"
     store2, settings2 = _open(other_home)
     imported = import_bundle(store2, path, settings=settings2, model=OTHER_SPEC)
-    target = other_home / "adapters" / "timmy" / "lora-v1"
+    target = other_home / "adapters" / "local" / "timmy" / "lora-v1"  # adapters/<user>/<program>/
     assert imported.adapter_dirs == {"lora-v1": target}
     assert _tree(target) == _tree(adapter)
     versions = store2.versions("timmy")
@@ -346,7 +346,7 @@ def test_adapters_round_trip(taught: str, tmp_path: Path) -> None:
     with pytest.raises(MinetuneError, match="not in the bundle"):
         import_bundle(store3, broken, settings=settings3)
     assert store3.row_counts() == before
-    assert not (tmp_path / "third" / "adapters" / "timmy").exists()
+    assert not (tmp_path / "third" / "adapters" / "local" / "timmy").exists()
     assert not list((tmp_path / "third" / "adapters").glob(".incoming-*"))
     store3.close()
 

@@ -163,7 +163,7 @@ def test_adapter_records_round_trip_with_lineage_and_files(tmp_path: Path) -> No
     new = [a for a, _ in adapters_db.list_adapters(store2, "p", include_retired=True)]
     assert {a.id for a in new}.isdisjoint({m.id for m in made.values()})
     # Each record points at its own extracted files (the fake configs carry the original id as rank).
-    assert all(Path(a.path).parent == other_home / "adapters" / "p" for a in new)
+    assert all(Path(a.path).parent == other_home / "adapters" / "local" / "p" for a in new)
     ranks = [json.loads((Path(a.path) / "adapter_config.json").read_text())["r"] for a in new]
     assert ranks == [m.id for m in made.values()]
     d = new[3]

@@ -23,6 +23,12 @@ from webusers import TwoUsers, error, rows_unchanged, two_users
 BASE = "gpt-4.1-mini-2025-04-14"
 
 
+@pytest.fixture(autouse=True)
+def model_roots(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Web training takes base models only from the model roots: here, the tiny model's folder."""
+    monkeypatch.setenv("MINETUNE_MODEL_ROOTS", str(tiny_model_dir))
+
+
 @pytest.fixture
 def web() -> Iterator[TwoUsers]:
     with two_users() as users:
@@ -79,7 +85,9 @@ def test_too_few_examples_no_base_model_and_bad_settings_are_clear_4xx(
         no_base = web.a.post("/training/local", data={"method": "sft"})
         assert no_base.status_code == 400 and error(no_base).startswith("No base model to train on")
         missing = web.a.post("/training/local", data={"method": "sft", "base": "hf:./no/such/dir"})
-        assert missing.status_code == 400 and "no such directory" in error(missing)
+        assert missing.status_code == 400 and "not a model folder under the configured model roots" in error(
+            missing
+        )
         for path, data, status, message in cases:
             response = web.a.post(path, data=data)
             assert response.status_code == status, (data, response.text)

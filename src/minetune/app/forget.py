@@ -254,10 +254,9 @@ def forget(
                 if job.result_model:
                     report.hosted_models.append(job.result_model)
             else:
-                from minetune.train.base import adapters_root
-                from minetune.train.config import JOBS_DIR
+                from minetune.train.base import job_dir
 
-                folder = adapters_root(settings, names.get(job.program_id, "")) / JOBS_DIR / str(job.id)
+                folder = job_dir(settings, names.get(job.program_id, ""), store.user_name, job.id)
                 if folder.exists():
                     job_dirs.append(folder)
                     report.job_folders.append(str(folder))

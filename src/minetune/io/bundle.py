@@ -33,6 +33,7 @@ import numpy as np
 
 from minetune.config import Settings
 from minetune.errors import MinetuneError
+from minetune.files import private_dirs, private_tree, user_folder
 from minetune.store import Store
 from minetune.store.schema import ADAPTER_STATUSES, FEEDBACK_KINDS, LESSON_STATUSES
 from minetune.store.transfer import (
@@ -838,7 +839,7 @@ def import_bundle(
                 f"A program named {target!r} already exists; import under another name with --as NEW_NAME."
             )
 
-        root = settings.home / ADAPTERS_DIR / _slug(target)
+        root = settings.home / ADAPTERS_DIR / user_folder(store.user_name) / _slug(target)
         destinations = {a["name"]: root / a["name"] for a in bundle.adapters}
         for dest in destinations.values():
             if dest.exists():
@@ -858,6 +859,8 @@ def import_bundle(
         staging = settings.home / ADAPTERS_DIR / f".incoming-{uuid.uuid4().hex}"
         moved: list[Path] = []
         try:
+            if bundle.adapters:
+                private_dirs(staging)
             for adapter in bundle.adapters:
                 folder = staging / adapter["name"]
                 folder.mkdir(parents=True)
@@ -870,9 +873,10 @@ def import_bundle(
 
             def place_adapters() -> None:  # last step inside the import transaction
                 for adapter_name, dest in destinations.items():
-                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    private_dirs(dest.parent)
                     (staging / adapter_name).rename(dest)
                     moved.append(dest)
+                    private_tree(dest)
 
             result = load_program(
                 store,

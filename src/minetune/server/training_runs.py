@@ -189,7 +189,13 @@ def local_work(settings: Settings, options: dict[str, Any]) -> jobs.Work:
 
         with jobs.training_progress(ctx) as on_progress:
             outcome = train(
-                ctx.store, settings, ctx.program, on_progress=on_progress, cancel=ctx.cancel, **options
+                ctx.store,
+                settings,
+                ctx.program,
+                on_progress=on_progress,
+                cancel=ctx.cancel,
+                model_roots_only=True,  # a web user names server paths: only model folders under the roots
+                **options,
             )
         ctx.result.update(jobs.outcome_result(ctx, outcome))
         if outcome.status in ("cancelled", "failed"):

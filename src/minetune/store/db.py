@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 from sqlalchemy.orm import Session, sessionmaker
 
 from minetune.errors import StoreError
+from minetune.files import private_file
 
 # The newest migration in store/migrations/versions; tests check it matches Alembic's head.
 HEAD_REVISION = "0009_attempt_status"
@@ -52,7 +53,11 @@ def make_engine(url: str) -> Engine:
         if url.startswith("sqlite"):
             db_path = url.split("///", 1)[-1]
             if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+                # 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
+                private_file(db_path)
+                for suffix in ("-wal", "-shm", "-journal"):
+                    if Path(db_path + suffix).exists():
+                        private_file(db_path + suffix)
             engine = create_engine(url)
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "connect", _sqlite_autocommit_driver)

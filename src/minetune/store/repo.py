@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from minetune.config import Settings
 from minetune.errors import NotFoundError, StoreError
+from minetune.files import private_home
 from minetune.store.db import Database, open_engine
 from minetune.store.schema import (
     COMPLETE,
@@ -34,6 +35,7 @@ from minetune.store.schema import (
     TurnEmbedding,
     User,
 )
+from minetune.store.text import check_name, has_controls
 
 DEFAULT_PROGRAM = "default"
 DEFAULT_USER = "local"
@@ -59,12 +61,14 @@ class Store:
 
     def __init__(self, db: Database, user: str = DEFAULT_USER) -> None:
         self.db = db
-        self.user_name = user
+        self.user_name = check_name(user, "A user name")
         self.user_id = self._ensure_user(user)
 
     @classmethod
     def open(cls, settings: Settings, user: str = DEFAULT_USER) -> Store:
-        """Open (creating and migrating as needed) the database the settings point at."""
+        """Open (creating and migrating as needed) the database the settings point at. The home
+        folder is made private first (0700, its files 0600: an existing install is fixed here)."""
+        private_home(settings.home)
         return cls(Database(open_engine(settings.resolved_database_url)), user)
 
     def close(self) -> None:
@@ -88,6 +92,8 @@ class Store:
     def program_row(self, s: Session, name: str) -> Program:
         """This user's program ``name`` inside the caller's transaction (``default`` is created on
         first use); NotFoundError for another name that does not exist. For store modules."""
+        if has_controls(name):  # no stored name has one (and PostgreSQL refuses NUL in a query)
+            raise NotFoundError(f"No program named {name!r}. See `minetune program list`.")
         query = select(Program).where(Program.user_id == self.user_id, Program.name == name)
         program = s.scalar(query)
         if program is None:
@@ -128,7 +134,7 @@ class Store:
         description: str = "",
     ) -> Program:
         """Create a program with version 1 active."""
-        name = name.strip()
+        name = check_name(name.strip(), "A program name")
         if not name:
             raise StoreError("A program needs a name.")
         with self.db.transaction() as s:

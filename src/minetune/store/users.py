@@ -12,6 +12,7 @@ from sqlalchemy import delete, exists, func, select
 from minetune.errors import MinetuneError
 from minetune.store.db import Database
 from minetune.store.schema import ApiToken, User
+from minetune.store.text import check_name
 
 TOKEN_PREFIX = "mt_"
 
@@ -31,7 +32,7 @@ def _check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 200 or any(c.isspace() for c in name):
         raise MinetuneError(f"Invalid user name {name!r}: use 1-200 characters without spaces.")
-    return name
+    return check_name(name, "A user name")
 
 
 def issue_token(db: Database, user: str, label: str = "") -> str:

@@ -12,10 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from minetune.config import Settings
+from minetune.config import MODELS_DIR, Settings
+from minetune.errors import MinetuneError
+from minetune.files import user_folder
 from minetune.store import Store
 from minetune.store.schema import Adapter
-from minetune.train.config import ADAPTER_FILES, ADAPTERS_DIR, AdapterError, TrainConfig, TrainingError
+from minetune.train.config import (
+    ADAPTER_FILES,
+    ADAPTERS_DIR,
+    JOBS_DIR,
+    AdapterError,
+    TrainConfig,
+    TrainingError,
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +101,54 @@ def base_for(
     return BaseModel(parent.base_model)
 
 
-def adapters_root(settings: Settings, program: str) -> Path:
-    return settings.home / ADAPTERS_DIR / _safe(program)
+def model_roots(settings: Settings) -> list[Path]:
+    """The folders web training takes base models from: ``model_roots`` (default
+    ``$MINETUNE_HOME/models``) and the folder of each ``hf:`` model configured in the settings."""
+    roots = list(settings.model_roots or (settings.home / MODELS_DIR,))
+    for spec in (settings.model, settings.reflection_model):
+        if spec and spec.strip().lower().startswith("hf:"):
+            with contextlib.suppress(MinetuneError):
+                roots.append(Path(base_from_spec(spec).name).expanduser())
+    resolved = []
+    for root in roots:
+        with contextlib.suppress(OSError, RuntimeError):
+            resolved.append(root.resolve())
+    return resolved
+
+
+def check_model_root(settings: Settings, base: BaseModel) -> Path:
+    """The folder of ``base`` when it is a model folder (with config.json) under one of
+    :func:`model_roots`; else :class:`TrainingError` saying the same whatever the path is, so it
+    tells nothing about folders outside the roots (whether they exist, what they hold)."""
+    try:
+        real = Path(base.name).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        real = None
+    if real is not None:
+        for root in model_roots(settings):
+            if (real == root or root in real.parents) and (real / "config.json").is_file():
+                return real
+    shown = base.name if len(base.name) <= 200 else base.name[:200] + "…"
+    raise TrainingError(
+        f"{shown!r} is not a model folder under the configured model roots: the web app trains only on "
+        "base models in $MINETUNE_HOME/models, in the folders listed in model_roots (config.toml or "
+        "MINETUNE_MODEL_ROOTS), or the configured hf: model."
+    )
+
+
+def adapters_root(settings: Settings, program: str, user: str) -> Path:
+    """Where ``user``'s adapters and job folders for ``program`` live:
+    ``$MINETUNE_HOME/adapters/<user>/<program>/`` (one folder per user; before there was a user
+    segment it was ``adapters/<program>/``, which :func:`job_dir` still finds)."""
+    return settings.home / ADAPTERS_DIR / user_folder(user) / _safe(program)
+
+
+def job_dir(settings: Settings, program: str, user: str, job_id: int) -> Path:
+    """The work folder of local training job ``job_id`` (checkpoints): under the user's folder, or
+    where a job from before per-user folders left it."""
+    current = adapters_root(settings, program, user) / JOBS_DIR / str(job_id)
+    legacy = settings.home / ADAPTERS_DIR / _safe(program) / JOBS_DIR / str(job_id)
+    return legacy if not current.exists() and legacy.is_dir() else current
 
 
 def _safe(name: str) -> str:

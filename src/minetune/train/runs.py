@@ -23,13 +23,20 @@ from typing import Any
 
 from minetune.config import Settings
 from minetune.errors import MinetuneError, ModelError
+from minetune.files import private_dirs, private_tree
 from minetune.store import Store
 from minetune.store import adapters as adapters_db
 from minetune.store import training as jobs_db
 from minetune.store.schema import Adapter, TrainingJob
-from minetune.train.base import BaseModel, adapters_root, base_for, check_adapter_dir
+from minetune.train.base import (
+    BaseModel,
+    adapters_root,
+    base_for,
+    check_adapter_dir,
+    check_model_root,
+    job_dir,
+)
 from minetune.train.config import (
-    JOBS_DIR,
     METADATA_FILE,
     FitResult,
     ProgressCallback,
@@ -153,8 +160,11 @@ def run(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     job_id: int | None = None,
+    model_roots_only: bool = False,
 ) -> Outcome:
     """Run ``plan`` as a recorded job (a new one, or ``job_id`` when resuming) and publish the adapter.
+    With ``model_roots_only`` (the web app) the base model must be a folder under the configured
+    model roots (:func:`~minetune.train.base.check_model_root`).
 
     Bad input fails before anything is recorded (including options the chosen engine does not
     support); a failure while training marks the job failed and raises :class:`TrainingError`;
@@ -168,6 +178,8 @@ def run(
         raise TrainingError("Invalid gate settings: " + "; ".join(plan.gate.problems()) + ".")
     if len(plan.train) < 1:
         raise TrainingError("There are no examples to train on.")
+    if model_roots_only:
+        check_model_root(settings, plan.base)
     try:
         base_dir = plan.base.directory()
     except ModelError as exc:
@@ -175,7 +187,7 @@ def run(
     if not (base_dir / "config.json").is_file():
         raise TrainingError(f"{base_dir} is not a transformers model folder (it has no config.json).")
     parent_dir = check_adapter_dir(plan.parent.path) if plan.parent is not None else None
-    root = adapters_root(settings, plan.program)
+    root = adapters_root(settings, plan.program, store.user_name)
     if job_id is None:
         job = jobs_db.create_job(
             store,
@@ -190,7 +202,7 @@ def run(
         job_id = job.id
     else:
         jobs_db.update_job(store, job_id, status="running", error=None)
-    work = root / JOBS_DIR / str(job_id)
+    work = private_dirs(job_dir(settings, plan.program, store.user_name, job_id))
     resume = last_checkpoint(work / "checkpoints") is not None
     try:
         result = fit(
@@ -264,6 +276,7 @@ def run(
             encoding="utf-8",
         )
         trained.replace(final)
+        private_tree(final)
         return str(final.resolve())
 
     adapter_metrics: dict[str, Any] = {
@@ -364,6 +377,7 @@ def train(
     kind: str = "train",
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    model_roots_only: bool = False,
 ) -> Outcome:
     """Train a LoRA adapter for ``program`` from its rated interactions and publish it.
 
@@ -419,7 +433,9 @@ def train(
         threshold=threshold,
         gate=gate,
     )
-    return run(store, settings, plan, on_progress=on_progress, cancel=cancel)
+    return run(
+        store, settings, plan, on_progress=on_progress, cancel=cancel, model_roots_only=model_roots_only
+    )
 
 
 def resume(
@@ -439,7 +455,7 @@ def resume(
         raise TrainingError(f"Job {job_id} is a hosted job; see `minetune finetune status {job_id}`.")
     if job.status not in ("cancelled", "failed", "running"):
         raise TrainingError(f"Job {job_id} is {job.status}; only cancelled or failed jobs can be resumed.")
-    work = adapters_root(settings, program) / JOBS_DIR / str(job_id)
+    work = job_dir(settings, program, store.user_name, job_id)
     if last_checkpoint(work / "checkpoints") is None:
         raise TrainingError(
             f"Job {job_id} left no checkpoint to resume from; start a new run with `minetune train`."
