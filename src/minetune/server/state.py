@@ -36,11 +36,14 @@ class ServerState:
 
     @classmethod
     def open(cls, settings: Settings, auth_required: bool, model: ChatModel | None = None) -> ServerState:
-        """Open the database and mark jobs whose process died ``interrupted`` (crash recovery)."""
+        """Open the database and mark jobs and streamed answers whose process died ``interrupted``
+        (crash recovery)."""
+        from minetune.app.exchange import recover_streams
         from minetune.app.jobs import recover
 
         db = Database(open_engine(settings.resolved_database_url))
         recover(db)
+        recover_streams(db)
         upstream = UpstreamPool(workers=settings.upstream_workers, per_user=settings.user_concurrency)
         return cls(settings, db, auth_required, model, upstream=upstream)
 
