@@ -61,7 +61,7 @@ def load(path: Path = DEFAULT_SET) -> list[dict[str, object]]:
 
 def score(rows: Iterable[dict[str, object]], detector: PraiseDetector) -> tuple[Score, dict[str, Score]]:
     """Overall and per-kind scores of ``detector`` on ``rows``."""
-    overall, kinds = Score(), {}
+    overall, kinds = Score(), dict[str, Score]()
     for row in rows:
         predicted = detector.is_praise(str(row["text"]))
         overall.add(bool(row["praise"]), predicted)

@@ -1,6 +1,10 @@
-"""Praise detection (seed 003 phrases, affirmatives, negation, look-alikes) and star parsing."""
+"""Praise detection (seed 003 phrases, affirmatives, negation, look-alikes, the labelled sets'
+precision and recall) and star parsing."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -16,12 +20,13 @@ from minetune.feedback import (
 )
 
 DETECTOR = PraiseDetector()
+DATA = Path(__file__).parent / "data"
 
 # Every phrase of seed 003, in the forms a user would type, with the phrase detect() reports.
 SEED_PHRASES = [
-    ("good one timmy", "good one timmy"),
-    ("Good one, Timmy!", "good one timmy"),
-    ("good one, timmy", "good one timmy"),
+    ("good one timmy", "good one"),
+    ("Good one, Timmy!", "good one"),
+    ("good one, timmy", "good one"),
     ("Great response", "great response"),
     ("Great response.", "great response"),
     ("Excellent response!", "excellent response"),
@@ -65,16 +70,73 @@ def test_seed_phrases_are_praise(text: str, phrase: str) -> None:
     assert DETECTOR.is_praise(text)
 
 
-def test_default_phrases_cover_seed() -> None:
-    assert set(DEFAULT_PRAISE_PHRASES) >= {
-        "good one timmy", "great response", "excellent response", "that was great",
-        "that was excellent", "that was amazing", "perfect response", "nice one", "well done",
-        "good job", "that's good", "that's great", "i like that", "that's perfect", "good one",
-    }
-    assert DEFAULT_AFFIRMATIVES == ("good", "nice", "perfect", "excellent", "great", "amazing")
-    # Each default phrase is praise on its own.
-    for phrase in DEFAULT_PRAISE_PHRASES:
-        assert DETECTOR.detect(phrase) == phrase
+def test_defaults_are_generic_and_cover_the_seed() -> None:
+    # No persona name in the built-in lists: "good one, Timmy" is "good one" and a vocative.
+    assert not [p for p in (*DEFAULT_PRAISE_PHRASES, *DEFAULT_AFFIRMATIVES) if "timmy" in p]
+    seed = (
+        "good one", "great response", "excellent response", "that was great", "that was excellent",
+        "that was amazing", "perfect response", "nice one", "well done", "good job", "that's good",
+        "that's great", "i like that", "that's perfect",
+    )
+    assert [s for s in seed if DETECTOR.detect(s) != s] == []
+    assert DEFAULT_AFFIRMATIVES[:6] == ("good", "nice", "perfect", "excellent", "great", "amazing")
+    # Each default phrase and affirmative is praise on its own.
+    assert [p for p in DEFAULT_PRAISE_PHRASES if DETECTOR.detect(p) is None] == []
+    assert [a for a in DEFAULT_AFFIRMATIVES if DETECTOR.detect(a) is None] == []
+
+
+def _labelled(name: str) -> list[dict[str, object]]:
+    with (DATA / name).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+KINDS = {"seed", "praise", "emoji", "language", "negation", "idiom", "critique", "question", "sarcasm"}
+
+
+@pytest.mark.parametrize("name", ["praise_labelled.jsonl", "praise_heldout.jsonl"])
+def test_precision_and_recall_on_labelled_set(name: str) -> None:
+    rows = _labelled(name)
+    assert {str(r["kind"]) for r in rows} >= KINDS - {"seed"}
+    assert all(isinstance(r["praise"], bool) and isinstance(r["text"], str) for r in rows)
+    tp = fp = fn = 0
+    errors = []
+    for row in rows:
+        found = DETECTOR.detect(str(row["text"]))
+        tp += bool(row["praise"]) and found is not None
+        fp += not row["praise"] and found is not None
+        fn += bool(row["praise"]) and found is None
+        if (found is not None) != row["praise"]:
+            errors.append(f"{row['text']!r} ({row['kind']}): {found!r}")
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    report = f"{name}: precision {precision:.3f}, recall {recall:.3f} ({len(rows)} messages); wrong: {errors}"
+    assert precision >= 0.97 and recall >= 0.90, report
+
+
+def test_labelled_set_size_and_coverage() -> None:
+    rows = _labelled("praise_labelled.jsonl")
+    assert len(rows) >= 300 and len({r["text"] for r in rows}) == len(rows)
+    praise = [r for r in rows if r["praise"]]
+    assert 0.3 < len(praise) / len(rows) < 0.7
+    assert {str(r["kind"]) for r in rows} >= KINDS
+    assert {r.get("lang") for r in rows} >= {"fr", "es", "de"}
+
+
+# The issue's examples (#13): missed before, or counted when they should not be.
+@pytest.mark.parametrize(
+    ("text", "praise"),
+    [
+        ("awesome", True),
+        ("love it", True),
+        ("exactly what I needed", True),
+        ("this is great, thank you", True),
+        ("spot on", True),
+        ("\U0001f44d", True),
+        ("perfect timing", False),
+        ("Perfect timing, I was just about to ask", False),
+    ],
+)
+def test_issue_examples(text: str, praise: bool) -> None:
+    assert DETECTOR.is_praise(text) is praise
 
 
 def test_newline_is_a_hard_break() -> None:
@@ -97,7 +159,6 @@ def test_short_affirmatives(word: str, template: str) -> None:
         "good, now do the next one",
         "Perfect, now make it shorter please",
         "great, but shorten it a lot",
-        "that is really very nice",
         "amazing how you always forget things",
         "excellent, what else do you know",
     ],
@@ -175,10 +236,61 @@ def test_look_alikes_are_not_praise(text: str) -> None:
 
 
 def test_idiom_tuple_is_configurable_by_code() -> None:
-    assert "good luck" in NOT_PRAISE_IDIOMS
-    lenient = PraiseDetector(idioms=())
-    assert lenient.detect("good luck") == "good"
-    assert DETECTOR.detect("good luck") is None
+    assert "perfect timing" in NOT_PRAISE_IDIOMS
+    assert PraiseDetector(idioms=()).detect("that's perfect timing") == "that's perfect"
+    assert DETECTOR.detect("that's perfect timing") is None
+    assert PraiseDetector(idioms=("good job",)).detect("Good job!") is None
+    assert DETECTOR.detect("Good job!") == "good job"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("that is really very nice", "that is nice"),
+        ("You're amazing", "you're amazing"),
+        ("what a brilliant explanation!", "what a brilliant explanation"),
+        ("I really love this", "i love this"),
+        ("I like how you explained it", "i like how"),
+        ("this is exactly what I needed, thanks", "this is exactly what i needed"),
+        ("the answer was perfect", "the answer was perfect"),
+        ("\U0001f525 this is great", "this is great"),  # a full match before a bare one
+        ("\U0001f525\U0001f525", "\U0001f525"),
+        ("Perfect, thank you \U0001f64f", "perfect"),
+        ("Génial !", "genial"),
+        ("danke, super", "super"),
+        ("¡Perfecto!", "perfecto"),
+    ],
+)
+def test_frames_liking_emoji_and_languages(text: str, found: str) -> None:
+    assert DETECTOR.detect(text) == found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "perfect \U0001f644",  # a negative emoji
+        "\U0001f44d but shorter",
+        "\U0001f64f",  # thanks, not praise on its own
+        "great answer /s",
+        "well done, you broke it",
+        "perfect, now nothing works",
+        "great job... not",
+        "that's good, just make it shorter",
+        "good enough",
+        "good, I guess",
+        "pretty good",
+        "almost perfect",
+        "nice weather today",
+        "the perfect storm",
+        "parfait, mais plus court",
+        "perfecto, pero más corto",
+        "perfekt, aber kürzer bitte",
+        "c'est pas génial",
+        "nicht gut",
+    ],
+)
+def test_sarcasm_critique_hedges_and_adjectives_are_not_praise(text: str) -> None:
+    assert DETECTOR.detect(text) is None
 
 
 def test_phrase_with_long_tail_is_not_praise() -> None:
@@ -187,11 +299,13 @@ def test_phrase_with_long_tail_is_not_praise() -> None:
 
 
 def test_extra_phrases_add_to_defaults() -> None:
-    detector = PraiseDetector(PraiseSettings(extra_phrases=("chef's kiss",)))
-    assert detector.detect("Chef\u2019s kiss, Timmy!") == "chef's kiss"
-    assert detector.detect("chefs kiss") == "chef's kiss"
+    detector = PraiseDetector(PraiseSettings(extra_phrases=("ship it", "Good one, Timmy")))
+    assert detector.detect("Ship it, Timmy!") == "ship it"
+    assert detector.detect("ship it but shorter") is None
+    assert detector.detect("Good one, Timmy!") == "good one timmy"  # a persona phrase, by choice
     assert detector.detect("Great response") == "great response"
-    assert DETECTOR.detect("chef's kiss") is None
+    assert DETECTOR.detect("ship it") is None
+    assert DETECTOR.detect("Chef\u2019s kiss, Timmy!") == "chef's kiss"
 
 
 def test_extra_phrase_may_contain_a_negation() -> None:
@@ -203,9 +317,10 @@ def test_extra_phrase_may_contain_a_negation() -> None:
 def test_empty_phrases_disable_phrase_rule() -> None:
     detector = PraiseDetector(PraiseSettings(phrases=()))
     assert detector.phrases == ()
-    assert detector.detect("That was great, now tell me about Paris") is None
-    assert detector.detect("Great response.") == "great"  # short rule still applies
-    assert DETECTOR.detect("That was great, now tell me about Paris") == "that was great"
+    assert detector.detect("well done, now tell me about Paris") is None
+    assert detector.detect("Nailed it!") is None
+    assert detector.detect("That was great, now tell me about Paris") == "that was great"  # affirmatives
+    assert DETECTOR.detect("well done, now tell me about Paris") == "well done"
 
 
 def test_phrases_replace_defaults() -> None:
@@ -228,15 +343,16 @@ def test_max_short_words_one() -> None:
     detector = PraiseDetector(PraiseSettings(max_short_words=1))
     assert detector.detect("Perfect!") == "perfect"
     assert detector.detect("very nice") is None
-    assert detector.detect("Great, thanks") is None
-    assert detector.detect("Nice one, thanks") == "nice one"  # phrase rule is unaffected
+    assert detector.detect("Great, Timmy") is None
+    assert detector.detect("Great, thanks") == "great"  # thanks is filler, not a word that counts
+    assert detector.detect("Nice one, thanks") == "nice one"  # a noun makes it more than bare
     assert PraiseDetector(PraiseSettings(max_short_words=0)).detect("Perfect!") is None
 
 
 def test_max_short_words_larger() -> None:
     detector = PraiseDetector(PraiseSettings(max_short_words=5))
-    assert detector.detect("that is really very nice") == "nice"
-    assert DETECTOR.detect("that is really very nice") is None
+    assert detector.detect("good, now do the next") == "good"
+    assert DETECTOR.detect("good, now do the next") is None
 
 
 @pytest.mark.parametrize(
