@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from fake_finetune import FakeFineTune
+from minetune.config import load_settings
 from minetune.server.charts import curve_series, loss_chart
 from minetune.store import training as jobs_db
 from test_datasets import chain_turns
@@ -162,6 +163,11 @@ def test_local_lora_run_in_the_background_with_progress_and_loss_curve(
     assert [p["step"] for p in job.loss_curve] == [1, 2, 3, 4, 5, 6]
     active = web.store_a.active_version("p")
     assert active.number == 2 and active.adapter and f"?adapter={active.adapter}" in (active.model_spec or "")
+    # alice's adapter is in her own folder, private although this process's umask is the usual 022
+    adapter = Path(active.adapter)
+    assert adapter.parent == load_settings().home.resolve() / "adapters" / "alice" / "p"
+    assert adapter.stat().st_mode & 0o777 == 0o700
+    assert {f.stat().st_mode & 0o777 for f in adapter.rglob("*") if f.is_file()} == {0o600}
 
     svg = web.a.get(f"/training/jobs/{job_id}/loss.svg")
     assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
