@@ -2,8 +2,9 @@
 answer came out as it did.
 
 Answers stream as NDJSON (one JSON object per line: ``delta`` events, then ``done`` or
-``error``). The model runs on a worker thread that feeds a queue; the response iterates that
-queue from Starlette's thread pool, so the event loop never waits on the model. Errors before the
+``error``). The model runs on the upstream pool (server/limits.py), under one of the user's
+slots, and hands its deltas to the event loop, so neither the loop nor the threads that serve
+pages wait on the model. Errors before the
 first event (unknown ids, no model, the retry limit) are plain JSON errors with a 4xx/5xx status.
 Learning from feedback (demo sync, critique → lesson) runs in the background after the response
 has been written, one job at a time per program (:mod:`minetune.server.learning`).
@@ -13,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -114,24 +113,26 @@ def _message(exc: BaseException) -> str:
     return f"Internal error ({type(exc).__name__}); see the server log."
 
 
-def _stream(work: Callable[[DeltaCallback], dict[str, Any]]) -> StreamingResponse:
-    """Run ``work`` on a worker thread and stream its deltas, then its result, as NDJSON."""
-    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+Work = Callable[[DeltaCallback], dict[str, Any]]
 
-    def run() -> None:
-        try:
-            result = work(lambda text: events.put(("delta", text)))
-        except BaseException as exc:  # reported to the client, never lost in the thread
-            events.put(("error", exc))
-        else:
-            events.put(("done", result))
 
-    threading.Thread(target=run, name="minetune-chat", daemon=True).start()
-    first = events.get()  # a sync route runs on the thread pool: this wait blocks no event loop
+async def _stream(request: Request, user: str, prepare: Callable[[], Work]) -> StreamingResponse:
+    """Run ``prepare()`` and then the work it returns on the upstream pool, under one of ``user``'s
+    slots (server/limits.py), and stream the work's deltas, then its result, as NDJSON. The
+    event loop awaits the events: no thread of the pages' pool waits on the model."""
+    pool = server_state(request).upstream
+    slot = pool.admit(user)  # 429 when the user has too many answers in flight
+    try:
+        work = await pool.run(prepare)
+    except BaseException:
+        slot.release()
+        raise
+    events = pool.start(work, slot)  # the slot is released when the work ends
+    first = await events.next()
     if first[0] == "error":
         raise HTTPException(status_code=_status(first[1]), detail=_message(first[1]))
 
-    def lines() -> Iterator[bytes]:
+    async def lines() -> AsyncIterator[bytes]:
         kind, payload = first
         while True:
             if kind == "delta":
@@ -142,7 +143,7 @@ def _stream(work: Callable[[DeltaCallback], dict[str, Any]]) -> StreamingRespons
             else:
                 yield _line({"type": "error", "message": _message(payload)})
                 return
-            kind, payload = events.get()
+            kind, payload = await events.next()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
@@ -237,8 +238,14 @@ def get_conversation(
 
 
 @router.post("/api/chat")
-def send_message(request: Request, body: SendBody, user: str = Depends(current_user)) -> StreamingResponse:
+async def send_message(
+    request: Request, body: SendBody, user: str = Depends(current_user)
+) -> StreamingResponse:
     """Send a message (to a conversation, or a new one) and stream the answer as NDJSON."""
+    return await _stream(request, user, lambda: _send(request, body, user))
+
+
+def _send(request: Request, body: SendBody, user: str) -> Work:
     state = server_state(request)
     store = user_store(request, user)
     message = body.message
@@ -263,7 +270,7 @@ def send_message(request: Request, body: SendBody, user: str = Depends(current_u
             result["praise"] = {"phrase": session.last_praise, "attempt": praised.as_dict()}
         return result
 
-    return _stream(work)
+    return work
 
 
 @router.post("/api/attempts/{attempt_id}/rate")
@@ -283,11 +290,15 @@ def rate_attempt(
 
 
 @router.post("/api/attempts/{attempt_id}/retry")
-def retry_attempt(
+async def retry_attempt(
     request: Request, attempt_id: PathId, body: RetryBody | None = None, user: str = Depends(current_user)
 ) -> StreamingResponse:
     """Answer the attempt's message again with every earlier rating and critique folded in; a
     critique given here is recorded on this attempt first. Streams like ``/api/chat``."""
+    return await _stream(request, user, lambda: _retry(request, attempt_id, body, user))
+
+
+def _retry(request: Request, attempt_id: int, body: RetryBody | None, user: str) -> Work:
     state = server_state(request)
     store = user_store(request, user)
     critique = _check_critique(body.critique if body else None)
@@ -300,7 +311,7 @@ def retry_attempt(
         response = session.retry(critique, on_delta=on_delta)
         return _answer(store, session, response.turn_id, response.attempt_id) | {"praise": None}
 
-    return _stream(work)
+    return work
 
 
 @router.get("/api/attempts/{attempt_id}/why")

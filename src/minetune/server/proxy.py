@@ -17,12 +17,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any, Literal, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from minetune.app.exchange import MAX_MESSAGE_CHARS, MessageTooLongError
@@ -30,6 +31,7 @@ from minetune.errors import MinetuneError, ModelError, NotFoundError
 from minetune.gateway import AnswerStream, Gateway, model_name, program_for_model, record_feedback
 from minetune.server.auth import current_user
 from minetune.server.learning import server_learning
+from minetune.server.limits import UpstreamPool
 from minetune.server.state import ServerState
 from minetune.server.validation import InputModel, json_body_doc
 from minetune.store import DEFAULT_PROGRAM
@@ -154,11 +156,17 @@ def list_models(request: Request, user: str = Depends(current_user)) -> dict[str
 
 
 @router.post("/chat/completions", response_model=None, openapi_extra=json_body_doc(ChatRequest))
-def chat_completions(
+async def chat_completions(
     request: Request, raw: bytes = Depends(raw_body), user: str = Depends(current_user)
-) -> JSONResponse | StreamingResponse:
+) -> Response:
     """Answer with the program named by ``model`` (a :class:`ChatRequest`); store the exchange;
-    learn from praise."""
+    learn from praise. Runs on the upstream pool under one of the user's slots (server/limits.py):
+    a slow model never holds the threads that serve pages and feedback."""
+    response: Response = await _state(request).upstream.respond(user, _chat_completions, request, raw, user)
+    return response
+
+
+def _chat_completions(request: Request, raw: bytes, user: str) -> JSONResponse | StreamingResponse:
     body = _parse(ChatRequest, raw)
     if isinstance(body, JSONResponse):
         return body
@@ -185,7 +193,7 @@ def chat_completions(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _sse(stream, name, created, include_usage),
+            _closing(_sse(stream, name, created, include_usage), state.upstream),
             media_type="text/event-stream",
             headers={RESPONSE_ID_HEADER: stream.response_id, "Cache-Control": "no-cache"},
         )
@@ -211,22 +219,42 @@ def chat_completions(
     return JSONResponse(payload, headers={RESPONSE_ID_HEADER: answer.response_id})
 
 
-def _sse(stream: AnswerStream, model: str, created: int, include_usage: bool) -> Iterator[str]:
-    """OpenAI ``chat.completion.chunk`` events, ending with ``data: [DONE]``. A sync iterator:
-    Starlette runs it in its thread pool, so upstream reads never block the event loop."""
+async def _closing(events: Generator[str, None, None], pool: UpstreamPool) -> AsyncIterator[str]:
+    """Iterate a sync event generator on the upstream pool (upstream reads never block the event
+    loop, nor the pages' threads) and close it when the response ends for any reason: a client
+    that goes away cancels the response, and the stream's attempt is settled (interrupted) now,
+    not by the garbage collector. The close waits for a read in progress to return."""
+    body = pool.iterate(events)
+    try:
+        async for event in body:
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await body.aclose()
+
+
+def _sse(
+    stream: AnswerStream, model: str, created: int, include_usage: bool
+) -> Generator[str, None, None]:
+    """OpenAI ``chat.completion.chunk`` events, ending with ``data: [DONE]``; a stream that fails
+    or ends early (ModelError) ends with an ``error`` event instead, without a finish_reason or
+    ``[DONE]``, and its attempt is stored interrupted. Closing it closes the stream."""
     base = {"id": stream.response_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> str:
         return f"data: {json.dumps(base | {'choices': choices} | extra)}\n\n"
 
-    yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     try:
-        for delta in stream:
-            yield event([{"index": 0, "delta": {"content": delta}, "finish_reason": None}])
-    except MinetuneError as exc:
-        error = {"message": str(exc), "type": "upstream_error"}
-        yield f"data: {json.dumps({'error': error})}\n\n"
-        return
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        try:
+            for delta in stream:
+                yield event([{"index": 0, "delta": {"content": delta}, "finish_reason": None}])
+        except MinetuneError as exc:
+            error = {"message": str(exc), "type": "upstream_error", "code": "stream_interrupted"}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            return
+    finally:
+        stream.close()  # a no-op once the answer is complete
     answer = stream.answer
     assert answer is not None
     yield event([{"index": 0, "delta": {}, "finish_reason": answer.finish_reason or "stop"}])
