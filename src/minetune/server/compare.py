@@ -61,7 +61,7 @@ def compare_page(
 
 
 @router.post("/compare")
-def start_comparison(
+async def start_comparison(
     request: Request,
     program: ProgramForm = "default",
     mode: Annotated[Literal["versions", "adapter"], Form()] = "versions",
@@ -71,8 +71,23 @@ def start_comparison(
     turn_id: OptionalNumber = None,
     user: str = Depends(current_user),
 ) -> Response:
-    """Answer the prompt with both arms (on this worker thread, off the event loop) and store an
-    undecided comparison. The reply names no arm."""
+    """Answer the prompt with both arms and store an undecided comparison. The reply names no arm.
+    The model calls run on the upstream pool under one of the user's slots (server/limits.py)."""
+    arguments = (request, user, program, mode, first, second, prompt, turn_id)
+    response: Response = await server_state(request).upstream.respond(user, _start_comparison, *arguments)
+    return response
+
+
+def _start_comparison(
+    request: Request,
+    user: str,
+    program: str,
+    mode: str,
+    first: int | None,
+    second: int | None,
+    prompt: str,
+    turn_id: int | None,
+) -> Response:
     state = server_state(request)
     store, program = user_program(request, user, program)
     with not_found_as_404():
