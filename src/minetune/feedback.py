@@ -467,7 +467,7 @@ class PraiseDetector:
 
     def _idiom_at(self, toks: Sequence[_Tok], pos: int) -> bool:
         idioms = self._idioms.get(toks[pos].key, ())
-        return any(self._seq(toks, pos, idiom.keys, len(toks)) is not None for idiom in idioms)
+        return any(self._seq(toks, pos, idiom.keys) is not None for idiom in idioms)
 
     def _tail_ok(self, toks: Sequence[_Tok], clauses: Sequence[_Clause], match: _Match) -> bool:
         """At most two words follow in the clause, none a negation or blocker; not a question."""
