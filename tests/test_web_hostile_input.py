@@ -358,3 +358,22 @@ def test_every_api_route_is_in_the_openapi_schema(database_url: str) -> None:
 def test_text_problem(value: str, problem: str | None) -> None:
     found = text_problem(value)
     assert found == problem if problem is None else problem in (found or "")
+
+
+def test_escaped_surrogate_pairs_and_form_bytes_are_text(web: tuple[Served, dict[str, Any]]) -> None:
+    """What the checks must not refuse: a JSON-escaped surrogate PAIR is one character (an emoji)."""
+    served_app, first = web
+    client = served_app.client
+    raw = json.dumps({"message": "Smile 😀 please"})  # ensure_ascii: "\ud83d\ude00"
+    assert "\\ud83d\\ude00" in raw
+    sent = client.post("/api/chat", content=raw, headers={"Content-Type": "application/json"})
+    assert sent.status_code == 200, sent.text
+    done_event = json.loads(sent.text.strip().splitlines()[-1])
+    assert done_event["turn"]["user_message"] == "Smile 😀 please"
+    critique = json.dumps({"stars": 4, "critique": "More 😀"})
+    rated = client.post(
+        f"/api/attempts/{first['attempt_id']}/rate",
+        content=critique,
+        headers={"Content-Type": "application/json"},
+    )
+    assert rated.status_code == 200, rated.text

@@ -12,7 +12,7 @@ from minetune.learn import abtest
 from minetune.loop import MAX_MESSAGE_CHARS
 from minetune.server.auth import current_user
 from minetune.server.templating import render
-from minetune.server.validation import MAX_ID, FormText, PathId, ProgramForm, ProgramQuery
+from minetune.server.validation import FormId, FormText, PathId, ProgramForm, ProgramQuery
 from minetune.server.webutil import (
     bad_request,
     checked_text,
@@ -31,7 +31,7 @@ router = APIRouter()
 RECENT_PROMPTS = 20
 HISTORY_ROWS = 30
 
-OptionalNumber = Annotated[int | None, Form(ge=1, le=MAX_ID)]
+OptionalNumber = FormId
 
 
 @router.get("/compare", response_class=HTMLResponse)

@@ -7,15 +7,15 @@ be diffed, activated and rolled back (pointer moves).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from minetune.program import diff_versions, lesson_texts
 from minetune.server.auth import current_user
 from minetune.server.templating import render
-from minetune.server.validation import MAX_ID, FormText, PathId, ProgramForm, ProgramQuery
+from minetune.server.validation import FormText, PathId, ProgramForm, ProgramQuery, QueryId
 from minetune.server.webutil import (
     bad_request,
     checked_text,
@@ -174,8 +174,8 @@ def versions_page(
 @router.get("/versions/diff", response_class=HTMLResponse)
 def version_diff(
     request: Request,
-    old: Annotated[int, Query(ge=1, le=MAX_ID)],
-    new: Annotated[int, Query(ge=1, le=MAX_ID)],
+    old: QueryId,
+    new: QueryId,
     program: ProgramQuery = "default",
     user: str = Depends(current_user),
 ) -> Response:

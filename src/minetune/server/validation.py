@@ -3,8 +3,9 @@
 - Ids: every record id or version number is 1 .. :data:`MAX_ID` (the database's integer range;
   larger ids cannot exist, SQLite cannot bind ids of 2**63 and more, PostgreSQL ids are 32-bit).
 - Text: a string from a request must be encodable as UTF-8 (no lone surrogates such as a JSON
-  ``"\\ud800"``) and hold no NUL (PostgreSQL cannot store one). :data:`Text` checks one field;
-  :class:`InputModel` checks every string anywhere in a JSON body, keys and ignored extras too.
+  ``"\\ud800"``) and hold no NUL (PostgreSQL cannot store one). :data:`FormText` and the program
+  name types check one parameter; :class:`InputModel` checks every string anywhere in a JSON
+  body, keys and ignored extras too. A JSON ``"\\ud83d\\ude00"`` (a pair) is one character, and fine.
 """
 
 from __future__ import annotations
@@ -71,9 +72,6 @@ class InputModel(BaseModel):
             raise PydanticCustomError("invalid_text", problem)
         return data
 
-
-Text = Annotated[str, AfterValidator(check_text)]
-"""A string parameter or field that can be stored (see :func:`check_text`)."""
 
 FormText = Annotated[str, AfterValidator(check_text), Form()]
 """A form field that can be stored (see :func:`check_text`)."""
