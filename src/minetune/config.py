@@ -67,7 +67,9 @@ class Settings:
     retry_limit: int = DEFAULT_RETRY_LIMIT
     temperature: float = 0.7
     max_tokens: int = 1024
-    request_timeout: float = 120.0
+    request_timeout: float = 120.0  # seconds an upstream model may take to answer (upstream_timeout)
+    upstream_workers: int = 64  # threads for upstream model calls, apart from the pages' (serve)
+    user_concurrency: int = 16  # upstream-bound requests one user may have in flight (serve)
     praise: PraiseSettings = field(default_factory=PraiseSettings)
     embedder: str = "minilm"  # "minilm" (offline all-MiniLM-L6-v2) or a sentence-transformers model dir
     reoptimize: bool = True  # re-optimize demos and lessons after every feedback
@@ -204,6 +206,16 @@ def _positive_int(value: Any, name: str) -> int:
     return number
 
 
+def _positive_number(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return number
+
+
 def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -234,6 +246,15 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         retry_limit=_positive_int(retry_raw, "retry_limit"),
         temperature=float(file_cfg.get("temperature", 0.7)),
         max_tokens=_positive_int(file_cfg.get("max_tokens", 1024), "max_tokens"),
+        request_timeout=_positive_number(
+            env.get("MINETUNE_UPSTREAM_TIMEOUT", file_cfg.get("upstream_timeout", 120.0)), "upstream_timeout"
+        ),
+        upstream_workers=_positive_int(
+            env.get("MINETUNE_UPSTREAM_WORKERS", file_cfg.get("upstream_workers", 64)), "upstream_workers"
+        ),
+        user_concurrency=_positive_int(
+            env.get("MINETUNE_USER_CONCURRENCY", file_cfg.get("user_concurrency", 16)), "user_concurrency"
+        ),
         praise=_praise_settings(file_cfg.get("praise", {})),
         embedder=env.get("MINETUNE_EMBEDDER") or file_cfg.get("embedder") or "minilm",
         reoptimize=_flag(env.get("MINETUNE_REOPTIMIZE", file_cfg.get("reoptimize", True)), "reoptimize"),
