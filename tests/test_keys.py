@@ -145,6 +145,18 @@ def test_minetune_key_goes_only_to_the_configured_model(
     assert LOCAL_KEY not in str(info.value)
 
 
+def test_minetune_key_goes_to_the_fine_tuning_url_set_where_its_models_are_served(
+    fake_llm: FakeOpenAI, other_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINETUNE_API_KEY", LOCAL_KEY)
+    monkeypatch.setenv("MINETUNE_FINETUNE_BASE_URL", fake_llm.url)  # bare http://host:port means .../v1
+    settings = load_settings()
+    resolve_model(settings, f"openai-compatible:ft:m:1@{fake_llm.base_url}").complete(MESSAGES)
+    assert auth(fake_llm) == f"Bearer {LOCAL_KEY}"
+    resolve_model(settings, spec_for(other_llm)).complete(MESSAGES)
+    assert auth(other_llm) is None
+
+
 # -- [keys] in config.toml -----------------------------------------------------------------------
 
 

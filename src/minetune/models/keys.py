@@ -8,8 +8,9 @@ For a request to base URL ``B`` the key is, first match wins:
 2. ``OPENAI_API_KEY`` when ``B`` is OpenAI's own base URL (``https://api.openai.com/v1``) or the
    ``OPENAI_BASE_URL`` / ``openai_base_url`` the user set.
 3. ``MINETUNE_API_KEY`` when ``B`` is the base URL of a model the user configured — ``--model``,
-   ``MINETUNE_MODEL``, ``model`` or ``reflection_model`` in config.toml — or one the caller
-   names as configured by the user (the hosted fine-tuning base URL).
+   ``MINETUNE_MODEL``, ``model`` or ``reflection_model`` in config.toml — or the hosted
+   fine-tuning base URL the user set (``MINETUNE_FINETUNE_BASE_URL``; ``[finetune] base_url``
+   for the fine-tuning calls themselves).
 4. The system keyring: service ``minetune``, user name ``B`` (``minetune key set B``).
 
 Any other URL — such as one a program version brought in from an imported bundle — gets no key.
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 KEYRING_SERVICE = "minetune"
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 MINETUNE_KEY_ENV = "MINETUNE_API_KEY"
+FINETUNE_URL_ENV = "MINETUNE_FINETUNE_BASE_URL"
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,13 @@ def openai_scopes(settings: Settings) -> set[str]:
 
 
 def configured_scopes(settings: Settings, also: Iterable[str] = ()) -> set[str]:
-    """Where ``MINETUNE_API_KEY`` may go: the base URLs of the models the user configured, and
-    ``also`` (URLs the caller knows the user set, e.g. the hosted fine-tuning base URL)."""
+    """Where ``MINETUNE_API_KEY`` may go: the base URLs of the models the user configured, the
+    ``MINETUNE_FINETUNE_BASE_URL`` they set (its fine-tuned models are served there), and ``also``
+    (URLs the caller knows the user set, e.g. ``[finetune] base_url``)."""
     urls = [*_spec_urls(settings.model), *_spec_urls(settings.reflection_model), *also]
+    finetune = _env(FINETUNE_URL_ENV)
+    if finetune:
+        urls.append(finetune if urlsplit(finetune).path.strip("/") else finetune.rstrip("/") + "/v1")
     return {scope_of(u) for u in urls if u}
 
 
