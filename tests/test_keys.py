@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
+from fake_finetune import FakeFineTune
 from fakes import FakeOpenAI
 from minetune.cli import app
 from minetune.config import load_settings
@@ -29,6 +30,8 @@ from minetune.learn.dspy_bridge import _lm_args
 from minetune.models import keys, resolve_model
 from minetune.models.detect import describe_detection
 from minetune.store import Store
+from minetune.train import hosted
+from test_datasets import chain_turns
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 OPENAI_KEY = "sk-openai-secret-0001"
@@ -245,6 +248,36 @@ def test_a_broken_keyring_means_no_key_not_a_failure(
     monkeypatch.setattr(fake_keyring, "get_password", broken)
     resolve_model(load_settings(), spec_for(fake_llm)).complete(MESSAGES)
     assert auth(fake_llm) is None
+
+
+# -- hosted fine-tuning ---------------------------------------------------------------------------
+
+
+def test_a_hosted_job_is_followed_only_with_its_own_providers_key(
+    ft: FakeFineTune, other_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(load_settings())
+    store.create_program("writer", "You write crisp prose.")
+    chain_turns(store, "writer", 12)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    config = hosted.load_config(load_settings())
+    job = hosted.start(store, "writer", method="sft", model="gpt-4.1-mini", config=config)
+    assert job is not None and set(ft.auth_headers) == {f"Bearer {ft.api_key}"}  # MINETUNE_API_KEY (conftest)
+    sent = len(ft.auth_headers)
+
+    # The user moves to another provider: the old job's provider no longer gets MINETUNE_API_KEY.
+    monkeypatch.setenv("MINETUNE_FINETUNE_BASE_URL", other_llm.base_url)
+    with pytest.raises(hosted.FineTuneError, match="No API key for hosted fine-tuning") as info:
+        hosted.refresh(store, job.id, hosted.load_config(load_settings()))
+    assert "[keys]" in str(info.value) and ft.api_key not in str(info.value)
+    assert len(ft.auth_headers) == sent  # nothing was sent there
+
+    # Mapped explicitly, it gets the key the user named.
+    write_config(f'[keys]\n"{ft.base_url}" = "OLD_PROVIDER_KEY"\n')
+    monkeypatch.setenv("OLD_PROVIDER_KEY", ft.api_key)
+    assert hosted.refresh(store, job.id, hosted.load_config(load_settings())).status
+    assert ft.auth_headers[sent:] and set(ft.auth_headers[sent:]) == {f"Bearer {ft.api_key}"}
+    store.close()
 
 
 # -- imported bundles ----------------------------------------------------------------------------

@@ -14,8 +14,9 @@ FINETUNE_HELP = """Hosted fine-tuning through an OpenAI-compatible fine-tuning A
 
 OpenAI closes fine-tuning to new jobs on 6 January 2027. Local LoRA training on your own machine
 (`minetune train`) is the default path; use these commands when you want a provider to train a
-hosted model. The provider is MINETUNE_FINETUNE_BASE_URL (default https://api.openai.com/v1) and
-the key is OPENAI_API_KEY, which is never stored or printed. Prices (USD per million training
+hosted model. The provider is MINETUNE_FINETUNE_BASE_URL (default https://api.openai.com/v1); the
+key is the one scoped to it (OPENAI_API_KEY for OpenAI, MINETUNE_API_KEY for a URL you set, or
+[keys] / `minetune key set URL`), never stored or printed. Prices (USD per million training
 tokens) come from MINETUNE_FINETUNE_PRICES or [finetune.prices] in config.toml; estimates count
 about four characters per token.
 
