@@ -141,7 +141,8 @@ def _check_lineage(store: Store, outcome: runs.Outcome, model_dir: Path, method:
     assert version.model_spec == f"hf:{model_dir}?adapter={adapter.path}"
     assert version.sources["adapter"] == adapter.id and version.sources["training_job"] == job.id
     folder = Path(adapter.path)
-    assert folder.parent == load_settings().home / "adapters" / "p" and folder.name == str(adapter.id)
+    assert folder.parent == load_settings().home / "adapters" / "local" / "p"  # adapters/<user>/<program>/
+    assert folder.name == str(adapter.id)
     assert json.loads((folder / "minetune.json").read_text())["training_job"] == job.id
     curve = [p["train_loss"] for p in job.loss_curve]
     assert len(curve) == job.metrics["steps"] and [p["step"] for p in job.loss_curve][:2] == [1, 2]
@@ -223,7 +224,7 @@ def test_cancel_keeps_the_previous_adapter_and_resume_finishes(
     assert job.status == "cancelled" and f"--resume {job.id}" in (job.error or "")
     assert store.active_version("p").id == before.id  # the previous adapter stays active
     assert [a.id for a, _ in adapters_db.list_adapters(store, "p")] == [first.adapter.id]  # type: ignore[union-attr]
-    checkpoints = settings.home / "adapters" / "p" / ".jobs" / str(job.id) / "checkpoints"
+    checkpoints = settings.home / "adapters" / "local" / "p" / ".jobs" / str(job.id) / "checkpoints"
     assert [c.name for c in checkpoints.glob("checkpoint-*")] == ["checkpoint-4"]
     steps_done = [p["step"] for p in job.loss_curve]
     assert steps_done == [1, 2, 3, 4]
@@ -393,7 +394,7 @@ def test_the_gate_refuses_an_update_that_prefers_rejected_answers(
     assert job.metrics["gate"]["accepted"] is False
     assert store.active_version("p").id == active.id
     assert [a.id for a, _ in adapters_db.list_adapters(store, "p")] == [first.adapter.id]
-    assert not (settings.home / "adapters" / "p" / ".jobs" / str(job.id)).exists()
+    assert not (settings.home / "adapters" / "local" / "p" / ".jobs" / str(job.id)).exists()
 
 
 def test_the_gate_keeps_an_update_that_helps(store: Store, settings: Settings, tiny_model_dir: Path) -> None:
