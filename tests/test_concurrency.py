@@ -58,7 +58,8 @@ def _worker(session: Session, seed: int, ledger: Ledger) -> None:
             elif op == "retry":
                 response = session.retry()
             elif op == "praise":
-                response = session.send(f"Perfect, thanks! Thread {seed} question {step}.")
+                response = session.send("Perfect, thanks!")
+                assert session.last_praise, "the praise step must record praise"
                 if session.last_praise:
                     ledger.feedback[last.attempt_id] = ledger.feedback.get(last.attempt_id, 0) + 1
             else:  # forget one of this thread's earlier turns, never the one it is on

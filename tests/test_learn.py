@@ -186,6 +186,34 @@ def test_reoptimize_can_be_turned_off(fake_llm: FakeOpenAI) -> None:
         assert chat.last_learning is None and fake_llm.reflection_requests == []
 
 
+def test_with_reoptimize_off_new_ratings_leave_the_prompt_unchanged_until_optimize(
+    fake_llm: FakeOpenAI,
+) -> None:
+    from minetune.app.exchange import refresh_demos
+
+    fake_llm.queue("Your cat is called Winston.")
+    with _session(fake_llm, reoptimize=False) as chat:
+        chat.send("What's my cat's name?")
+        chat.rate(5)  # an accepted answer that would be a demo with re-optimization on
+        before = chat.version.number
+        chat.new_conversation()
+        chat.send("What is the name of my cat?")
+        frozen = fake_llm.last["messages"]
+        chat.new_conversation()
+        chat.send("What is the name of my cat?")  # again, after more time and a fresh index
+        assert fake_llm.last["messages"] == frozen and "Winston" not in _system(fake_llm.last)
+        assert chat.version.number == before
+        # `minetune optimize` applies what was learned, explicitly, as a new version.
+        _, version = refresh_demos(chat.store, chat.settings, chat.program)
+        assert version is not None and chat.version.number == before + 1
+        chat.new_conversation()
+        chat.send("What is the name of my cat?")
+        assert "User: What's my cat's name?\nAssistant: Your cat is called Winston." in _system(fake_llm.last)
+    with _session(fake_llm, reoptimize=False) as chat:  # another process: the same frozen prompt
+        chat.send("What is the name of my cat?")
+        assert "Winston" in _system(fake_llm.last)
+
+
 def test_judge_learns_ratings_and_picks_best_of_n(fake_llm: FakeOpenAI) -> None:
     short = ["Paris.", "Four.", "Blue.", "Yes.", "Tokyo.", "Seven.", "Green.", "No."]
     long = [

@@ -160,6 +160,20 @@ def learn(
     return Learner(store, settings, program).on_feedback(feedback_id, reflector)
 
 
+def refresh_demos(
+    store: Store, settings: Settings, program: str
+) -> tuple[LearningReport, ProgramVersion | None]:
+    """Rebuild ``program``'s demo index from all rated data now (``minetune optimize``). With
+    ``reoptimize`` off the prompt only changes with a new version, so one is published first
+    (returned) and the demos follow from it; otherwise the live index is rebuilt (None)."""
+    version = None
+    if not settings.reoptimize:
+        version = store.add_version(
+            program, note="demos refreshed by `minetune optimize` (reoptimize is off)"
+        )
+    return Learner(store, settings, program).rebuild(), version
+
+
 def is_accepted(settings: Settings, stars: int | None) -> bool:
     """Whether a rating accepts an answer for training (``[continual] stars`` or more)."""
     return stars is not None and stars >= settings.continual.stars

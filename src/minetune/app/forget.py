@@ -208,6 +208,7 @@ def forget(
     job_dirs: list[Path] = []
     hosted: list[tuple[int, str | None, list[str]]] = []  # (job id, provider, file ids)
     with store.db.transaction() as s:
+        forget_db.lock_programs(s, store.program_ids(s, None))
         scope = forget_db.resolve_scope(
             s,
             store.user_id,

@@ -292,13 +292,18 @@ def bootstrap(
 @model_option
 @click.pass_context
 def optimize(ctx: click.Context, program: str, optimizer: str | None, model: str | None) -> None:
-    """Re-optimize a program now: rebuild its demo index from all rated data (optionally run DSPy)."""
-    from minetune.learn.reoptimize import Learner
+    """Re-optimize a program now: rebuild its demo index from all rated data (optionally run DSPy).
+
+    With `reoptimize = false` the prompt is frozen between versions; this publishes a new version
+    so the demos include everything rated since."""
+    from minetune.app.exchange import refresh_demos
 
     settings = _settings(ctx, model)
     store = _store(ctx)
-    report = Learner(store, settings, program).rebuild()
+    report, version = refresh_demos(store, settings, program)
     out.print(f"Demo index rebuilt: {report.demo_candidates} accepted answers ({report.elapsed_ms:.0f} ms).")
+    if version is not None:
+        out.print(f"reoptimize is off, so the demos changed with a new version: {program} v{version.number}.")
     if optimizer is None:
         return
     if not optimizer.startswith("dspy:"):

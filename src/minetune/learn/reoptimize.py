@@ -25,7 +25,7 @@ from minetune.store import Store, effective_ratings
 if TYPE_CHECKING:
     from minetune.learn.judge import PersonalJudge
 
-_INDEXES: dict[tuple[str, int, int, str], _SyncedIndex] = {}
+_INDEXES: dict[tuple[str, int, int, str, int], _SyncedIndex] = {}
 _LOCK = threading.Lock()
 
 
@@ -34,6 +34,7 @@ class _SyncedIndex:
     index: DemoIndex
     min_stars: int
     last_feedback_id: int = 0
+    up_to: int | None = None  # frozen: only feedback ids up to this one (reoptimize off)
 
 
 def drop_turns(turn_ids: Sequence[int]) -> None:
@@ -73,9 +74,10 @@ class Learner:
             self._embedder = load_embedder(self.settings.embedder)
         return self._embedder
 
-    def _key(self) -> tuple[str, int, int, str]:
+    def _key(self, frozen_version: int = 0) -> tuple[str, int, int, str, int]:
         url = self.settings.resolved_database_url
-        return (url, self.store.user_id, self.store.program(self.program).id, self.settings.embedder)
+        program_id = self.store.program(self.program).id
+        return (url, self.store.user_id, program_id, self.settings.embedder, frozen_version)
 
     def _policy(self) -> dict[str, Any]:
         return policy_with_defaults(self.store.active_version(self.program).demo_policy)
@@ -83,21 +85,28 @@ class Learner:
     # -- the demo index ------------------------------------------------------------------
 
     def _synced(self) -> tuple[_SyncedIndex, int]:
-        """The program's index, brought up to date with feedback newer than it has seen."""
-        key = self._key()
+        """The program's index, brought up to date with feedback newer than it has seen.
+
+        With ``reoptimize`` off the prompt is frozen: the index holds only feedback recorded up
+        to when the active version was made, so new ratings change nothing until a new version
+        is published (``minetune optimize`` does that explicitly)."""
+        version = self.store.active_version(self.program)
+        frozen = not self.settings.reoptimize
+        key = self._key(version.id if frozen else 0)
         with _LOCK:
             state = _INDEXES.get(key)
-            min_stars = int(self._policy()["min_stars"])
+            min_stars = int(policy_with_defaults(version.demo_policy)["min_stars"])
             if state is None or state.min_stars != min_stars:
-                state = _SyncedIndex(DemoIndex(), min_stars)
+                up_to = self.store.feedback_watermark(version.created_at) if frozen else None
+                state = _SyncedIndex(DemoIndex(), min_stars, up_to=up_to)
                 _INDEXES[key] = state
             return state, self._apply_new_feedback(state)
 
     def _apply_new_feedback(self, state: _SyncedIndex) -> int:
-        newest, turn_ids = self.store.feedback_since(self.program, state.last_feedback_id)
+        newest, turn_ids = self.store.feedback_since(self.program, state.last_feedback_id, state.up_to)
         if not turn_ids:
             return 0
-        rows = self.store.feedback_rows(self.program, turn_ids)
+        rows = self.store.feedback_rows(self.program, turn_ids, state.up_to)
         candidates = {c.turn_id: c for c in accepted_candidates(rows, state.min_stars)}
         vectors = self._vectors(list(candidates), {c.turn_id: c.user for c in candidates.values()})
         for turn_id in turn_ids:
@@ -159,7 +168,9 @@ class Learner:
                 for state in _INDEXES.values():
                     state.index.remove_turn(turn_id)
             else:  # rebuilt from the store (stored embeddings) on next use, with the turn back
-                _INDEXES.pop(self._key(), None)
+                program = self._key()[:4]
+                for key in [k for k in _INDEXES if k[:4] == program]:
+                    del _INDEXES[key]
 
     # -- after feedback -------------------------------------------------------------------
 
@@ -258,8 +269,9 @@ class Learner:
     def rebuild(self) -> LearningReport:
         """Forget the in-memory index and rebuild it from the store (``minetune optimize``)."""
         start = time.perf_counter()
+        frozen = 0 if self.settings.reoptimize else self.store.active_version(self.program).id
         with _LOCK:
-            _INDEXES.pop(self._key(), None)
+            _INDEXES.pop(self._key(frozen), None)
         state, updated = self._synced()
         return LearningReport(
             demo_candidates=len(state.index),

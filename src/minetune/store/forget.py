@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from minetune.errors import NotFoundError
 from minetune.store.db import Database
+from minetune.store.repo import lock_row
 from minetune.store.schema import (
     Adapter,
     Attempt,
@@ -56,6 +57,14 @@ class Scope:
     @property
     def touched_conversations(self) -> set[int]:
         return {c for c, _ in self.turns.values()} | self.conversations
+
+
+def lock_programs(s: Session, program_ids: Iterable[int]) -> None:
+    """Lock these program rows (in id order, so two callers cannot deadlock) for the rest of the
+    transaction: forgets of one program run one at a time, and never rewrite a row that another
+    forget is deleting (PostgreSQL; on SQLite every transaction already holds the write lock)."""
+    for program_id in sorted(set(program_ids)):
+        lock_row(s, Program, program_id)
 
 
 def resolve_scope(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -432,10 +433,13 @@ class Store:
 
     # -- learning: demo candidates, embeddings, lessons -------------------------------------
 
-    def feedback_rows(self, program: str, turn_ids: list[int] | None = None) -> list[tuple[Any, ...]]:
+    def feedback_rows(
+        self, program: str, turn_ids: list[int] | None = None, up_to: int | None = None
+    ) -> list[tuple[Any, ...]]:
         """(attempt_id, turn_id, conversation_id, user_message, response, kind, stars) per feedback
-        row of the program (optionally only some turns), oldest first. Turns the user excluded
-        from demos and training, and attempts that are not complete answers, are left out."""
+        row of the program (optionally only some turns, only feedback ids up to ``up_to``), oldest
+        first. Turns the user excluded from demos and training, and attempts that are not complete
+        answers, are left out."""
         with self.db.transaction() as s:
             query = (
                 select(
@@ -459,16 +463,22 @@ class Store:
             )
             if turn_ids is not None:
                 query = query.where(Turn.id.in_(turn_ids))
+            if up_to is not None:
+                query = query.where(Feedback.id <= up_to)
             return [tuple(row) for row in s.execute(query)]
 
-    def feedback_since(self, program: str, after_id: int) -> tuple[int, list[int]]:
-        """(newest feedback id, ids of turns with feedback newer than ``after_id``) for a program.
+    def feedback_since(self, program: str, after_id: int, up_to: int | None = None) -> tuple[int, list[int]]:
+        """(newest feedback id, ids of turns with feedback newer than ``after_id`` — and at most
+        ``up_to`` when given) for a program.
 
         Two small queries, so the cost follows the number of new rows rather than the size of
         the history (as one join, SQLite's planner walks every turn of the program).
         """
         with self.db.transaction() as s:
-            newer = s.execute(select(Feedback.id, Feedback.attempt_id).where(Feedback.id > after_id)).all()
+            query = select(Feedback.id, Feedback.attempt_id).where(Feedback.id > after_id)
+            if up_to is not None:
+                query = query.where(Feedback.id <= up_to)
+            newer = s.execute(query).all()
             if not newer:
                 return after_id, []
             program_id = self.program_row(s, program).id
@@ -479,6 +489,12 @@ class Store:
             turns = s.execute(query).all()
         mine = dict(turns)  # other programs' (or users') feedback only moves the watermark on
         return max(f for f, _ in newer), sorted({mine[a] for _, a in newer if a in mine})
+
+    def feedback_watermark(self, at: datetime) -> int:
+        """The newest feedback id recorded at or before ``at`` (0 when none): what a prompt frozen
+        at that moment may learn from."""
+        with self.db.transaction() as s:
+            return s.scalar(select(func.max(Feedback.id)).where(Feedback.created_at <= at)) or 0
 
     def turn_embeddings(self, turn_ids: list[int], model: str) -> dict[int, bytes]:
         """Stored embeddings (raw float32 bytes) of these turns made with ``model``."""
@@ -563,6 +579,10 @@ class Store:
         """
         with self.db.transaction() as s:
             prog = self.program_row(s, program)
+            # The version is numbered under the program's lock: take it before anything else, so
+            # the lessons' foreign keys are never held while waiting for it (a forget holds the
+            # program and deletes feedback).
+            lock_row(s, Program, prog.id)
             added = []
             for item in add:
                 text = str(item["text"]).strip()
@@ -656,7 +676,7 @@ def new_version(s: Session, prog: Program, note: str, activate: bool, **changes:
     unknown = set(changes) - set(_VERSION_FIELDS)
     if unknown:
         raise StoreError(f"Unknown version fields: {', '.join(sorted(unknown))}")
-    _lock_row(s, Program, prog.id)
+    lock_row(s, Program, prog.id)
     s.refresh(prog, ["active_version_id"])  # another transaction may have moved it while we waited
     parent = s.get(ProgramVersion, prog.active_version_id)
     assert parent is not None
@@ -672,24 +692,26 @@ def new_version(s: Session, prog: Program, note: str, activate: bool, **changes:
     return version
 
 
-def _lock_row(s: Session, model: type[Any], row_id: int) -> None:
+def lock_row(s: Session, model: type[Any], row_id: int) -> None:
     """Lock a parent row for the rest of the transaction before numbering its children, so two
     writers cannot pick the same number (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite every
     transaction already holds the write lock, see :func:`minetune.store.db.make_engine`)."""
-    s.execute(select(model.id).where(model.id == row_id).with_for_update())
+    # FOR NO KEY UPDATE: writers of the parent queue behind each other, while inserting rows
+    # that merely reference it (a foreign key takes KEY SHARE) never waits on it.
+    s.execute(select(model.id).where(model.id == row_id).with_for_update(key_share=True))
 
 
 def next_turn_index(s: Session, conversation_id: int) -> int:
     """The index for a new turn of a conversation: one past the highest (forgotten turns leave
     gaps, never duplicates). Locks the conversation row."""
-    _lock_row(s, Conversation, conversation_id)
+    lock_row(s, Conversation, conversation_id)
     last = s.scalar(select(func.max(Turn.index)).where(Turn.conversation_id == conversation_id))
     return 0 if last is None else last + 1
 
 
 def next_attempt_number(s: Session, turn_id: int) -> int:
     """The number for a new attempt of a turn, in order from 1. Locks the turn row."""
-    _lock_row(s, Turn, turn_id)
+    lock_row(s, Turn, turn_id)
     last = s.scalar(select(func.max(Attempt.number)).where(Attempt.turn_id == turn_id))
     return (last or 0) + 1
 
