@@ -1,7 +1,7 @@
 """Hostile imports: zip bombs, giant JSON elements, overlong titles and messages, empty files.
 
-Each bomb is built on the fly; the CLI runs as a subprocess so its peak RSS can be measured
-exactly (``os.wait4`` returns that one child's resource usage).
+Each bomb is built on the fly; the CLI runs as a subprocess of a small measuring process, so its
+peak RSS is measured exactly (``RUSAGE_CHILDREN`` of that process is the CLI's own).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,37 +38,33 @@ class Run:
     seconds: float
 
 
+# A small Python process runs the CLI and reports its child's peak RSS: a child forked straight
+# from pytest would carry pytest's own high-water mark (torch loaded: ~900 MB) in ru_maxrss.
+_MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call([sys.executable, "-m", "minetune.cli", *sys.argv[2:]], timeout=float(sys.argv[1]))
+seconds = time.perf_counter() - start
+sys.stderr.write(f"\\n@@ {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {seconds} {code}\\n")
+"""
+
+
 def run_cli(*args: str, timeout: float = 120) -> Run:
-    """Run ``minetune ARGS`` and measure the child's own peak RSS and wall time."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "minetune.cli", *args],
-            stdout=out,
-            stderr=err,
-            env={**os.environ, "COLUMNS": "200"},
+    """Run ``minetune ARGS`` and measure its own peak RSS and wall time."""
+    env = {**os.environ, "COLUMNS": "200"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(timeout), *args],
+            capture_output=True,
+            env=env,
+            timeout=timeout + 30,
         )
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                pytest.fail(f"minetune {' '.join(args)} ran past {timeout} s")
-            time.sleep(0.02)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting
-        out.seek(0)
-        err.seek(0)
-        return Run(
-            proc.returncode,
-            out.read().decode("utf-8", "replace"),
-            err.read().decode("utf-8", "replace"),
-            usage.ru_maxrss / 1024,  # KiB on Linux
-            seconds,
-        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"minetune {' '.join(args)} ran past {timeout} s")
+    err, _, report = done.stderr.decode("utf-8", "replace").rpartition("\n@@ ")
+    assert report, f"the measuring process failed: {done.stderr[-2000:]!r}"
+    maxrss_kib, seconds, code = report.split()
+    return Run(int(code), done.stdout.decode("utf-8", "replace"), err, int(maxrss_kib) / 1024, float(seconds))
 
 
 def write_zip_bomb(path: Path, size_mb: int, *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
