@@ -264,9 +264,7 @@ def test_learning_jobs_run_one_at_a_time_in_order_and_errors_never_reach_the_cal
 
 
 def test_a_job_started_outside_the_server_shows_with_live_progress_in_the_web_app(store: Store) -> None:
-    from fastapi.testclient import TestClient
-
-    from minetune.server.app import create_app
+    from webusers import csrf_token, served
 
     settings = load_settings()
     at_step, release = threading.Event(), threading.Event()
@@ -289,10 +287,11 @@ def test_a_job_started_outside_the_server_shows_with_live_progress_in_the_web_ap
     cli.start()
     assert at_step.wait(30)
     (record,) = jobs_db.list_jobs(store, "p")
-    with TestClient(create_app(settings)) as web:
-        run = web.get(f"/training/runs/{record.id}", headers={"Accept": "application/json"}).json()
-        page = web.get("/training", params={"program": "p"}).text
-        cancel = web.post(f"/training/runs/{record.id}/cancel", headers={"Accept": "application/json"})
+    with served(settings) as web:  # a real server on 127.0.0.1, as `minetune serve` would be
+        run = web.client.get(f"/training/runs/{record.id}").json()
+        page = web.client.get("/training", params={"program": "p"}, headers={"Accept": "text/html"}).text
+        token = csrf_token(web.client, "/training?program=p")
+        cancel = web.client.post(f"/training/runs/{record.id}/cancel", data={"csrf_token": token})
     assert (run["status"], run["phase"], run["step"], run["total"], run["loss"]) == (
         "running",
         "training",

@@ -5,7 +5,6 @@ Every refusal leaves the store's row counts as they were."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from minetune.store import Store
 from minetune.store.users import issue_token
 from serverutil import serve_app
 from webchat import done, ndjson, web_settings
-from webusers import Served, error, served, two_users
+from webusers import Served, csrf_token, error, served, two_users
 
 EVIL = "http://evil.example"
 CANARY = "The canary's name is Pumpernickel."
@@ -50,14 +49,6 @@ def _refused(response: httpx.Response, status: int, words: str) -> None:
     assert response.status_code == status, response.text
     assert words in error(response), error(response)
     assert "\n" not in response.text
-
-
-def _csrf(http: httpx.Client, page: str = "/rules") -> str:
-    """The CSRF token rendered into ``page``'s forms (the client keeps the cookie that goes with it)."""
-    html = http.get(page, headers={"Accept": "text/html"}).text
-    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
-    assert found, html
-    return found.group(1)
 
 
 def _browser(url: str) -> httpx.Client:
@@ -112,7 +103,7 @@ def test_form_posts_need_the_pages_csrf_token(web: Served) -> None:
         planted = {"text": "Planted."}
         _refused(browser.post("/rules/add", data=planted, headers={"Origin": EVIL}), 403, "Cross")
         _refused(browser.post("/rules/add", data=planted, headers=own), 403, "CSRF token")
-        token = _csrf(browser)
+        token = csrf_token(browser)
         forged = {"text": "Planted.", "csrf_token": "0" * 64}
         _refused(browser.post("/rules/add", data=forged, headers=own), 403, "CSRF token")
         # A cookie planted by another localhost app does not go with the page's token.
@@ -168,15 +159,15 @@ def test_allowed_hosts_and_origins(fake_llm: FakeOpenAI) -> None:
         store.close()
 
 
-def test_with_tokens_the_login_cookie_needs_same_origin_and_csrf(fake_llm: FakeOpenAI) -> None:
+def test_with_tokens_the_login_cookie_needs_same_origin_andcsrf_token(fake_llm: FakeOpenAI) -> None:
     with two_users() as web:
         token = issue_token(web.store_a.db, "alice")
         with _browser(web.base_url) as browser:
-            login_csrf = _csrf(browser, "/login")
+            login_csrf = csrf_token(browser, "/login")
             assert browser.post("/login", data={"token": token}).status_code == 403  # login CSRF
             logged_in = browser.post("/login", data={"token": token, "csrf_token": login_csrf})
             assert logged_in.status_code == 303 and browser.cookies.get("minetune_token")
-            csrf = _csrf(browser)
+            csrf = csrf_token(browser)
             before = web.store_a.row_counts()
             for origin in (_other_port(web.base_url), f"http://localhost:{_port(web.base_url)}", EVIL):
                 planted = {"text": "Planted.", "csrf_token": csrf}

@@ -3,6 +3,7 @@ or for two users with tokens (:func:`two_users`), with clients that ask for JSON
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ def client(url: str, token: str | None = None) -> httpx.Client:
     """An HTTP client for the server at ``url`` that asks for JSON (as ``token``'s user if given)."""
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, headers=JSON | auth, timeout=60)
+
+
+def csrf_token(http: httpx.Client, page: str = "/rules") -> str:
+    """The CSRF token rendered into ``page``'s forms (the client keeps the cookie that goes with it)."""
+    html = http.get(page, headers={"Accept": "text/html"}).text
+    found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    assert found, html
+    return found.group(1)
 
 
 def error(response: httpx.Response) -> str:
