@@ -133,6 +133,9 @@ def create_app(
     from minetune.server import proxy
 
     app.include_router(proxy.router)
+    from minetune.server import responses
+
+    app.include_router(responses.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
