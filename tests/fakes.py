@@ -149,16 +149,23 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass
 
-        def _json(self, status: int, payload: Any) -> None:
+        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
         def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-            self._json(status, {"error": {"message": message, "type": kind, "code": status}})
+            # Scripted failures are final: the SDK's retries honour x-should-retry.
+            self._json(
+                status,
+                {"error": {"message": message, "type": kind, "code": status}},
+                {"x-should-retry": "false"},
+            )
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             path = self.path.split("?")[0].rstrip("/")

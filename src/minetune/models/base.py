@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+from minetune.errors import ModelError
 
 
 class Message(TypedDict):
@@ -12,6 +14,24 @@ class Message(TypedDict):
 
     role: str  # "system" | "user" | "assistant"
     content: str
+
+
+class UpstreamError(ModelError):
+    """The upstream answered with an HTTP error: ``status`` and its OpenAI ``error`` object (key
+    scrubbed; None for auth errors, which may echo the key), so a proxy can pass it on."""
+
+    def __init__(self, message: str, *, status: int, error: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+class UnsupportedFieldError(ModelError):
+    """A backend cannot honour a request field (a local model asked for ``logprobs``...)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 
 from minetune.errors import ModelError
-from minetune.models.openai_compat import OpenAICompatModel, _server_message
+from minetune.models.base import UpstreamError
+from minetune.models.openai_compat import DEFAULT_MAX_RETRIES, OpenAICompatModel, _server_message
 
 LOAD_PATH = "/load_lora_adapter"
 UNLOAD_PATH = "/unload_lora_adapter"
@@ -60,6 +61,7 @@ class VLLMModel(OpenAICompatModel):
         temperature: float = 0.7,
         max_tokens: int | None = 1024,
         timeout: float = 120.0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         auth_help: str = "set the key scoped to this vLLM server (see `minetune key`)",
     ) -> None:
         url = v1_url(base_url)
@@ -75,11 +77,11 @@ class VLLMModel(OpenAICompatModel):
             temperature=temperature,
             max_tokens=max_tokens,
             timeout=timeout,
+            max_retries=max_retries,
             auth_help=auth_help,
         )
         self._loaded = False
         self._load_lock = threading.Lock()
-        self._last_status: int | None = None
 
     def __repr__(self) -> str:
         return f"VLLMModel(spec={self.spec!r}, lora_name={self.lora_name!r})"
@@ -158,21 +160,16 @@ class VLLMModel(OpenAICompatModel):
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def _status_error(self, response: httpx.Response) -> ModelError:
-        self._last_status = response.status_code
-        return super()._status_error(response)
-
-    def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+    def _create(self, body: dict[str, Any]) -> Any:
         self.load_adapter()
-        self._last_status = None
         try:
-            return super()._send(body, stream=stream)
-        except ModelError:
-            if self.adapter is None or self._last_status != 404:
+            return super()._create(body)
+        except UpstreamError as exc:
+            if self.adapter is None or exc.status != 404:
                 raise
         # The server no longer knows the adapter (e.g. it restarted): load it again, retry once.
         self.load_adapter(force=True)
-        return super()._send(body, stream=stream)
+        return super()._create(body)
 
 
 def _no_route(status: int, detail: str) -> bool:
