@@ -3,17 +3,21 @@ translated onto the chat-completions fake upstream, stored, rateable and continu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
 import httpx
 import openai
 import pytest
+from sqlalchemy import select
 
 from fakes import FakeOpenAI
 from minetune.config import Settings, load_settings
+from minetune.errors import ModelError
+from minetune.models.base import Completion, CompletionStream, Message
 from minetune.server.app import create_app
 from minetune.store import Store
+from minetune.store.schema import Attempt
 from serverutil import serve_app
 from webchat import WORDS_EMBEDDER, fake_spec, word_embedder
 
@@ -185,6 +189,9 @@ def test_an_input_list_quoting_an_answer_is_praise_like_chat_completions(
         ({"input": [{"type": "item_reference", "id": "x"}]}, "item_reference"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input_file"),
         ({"previous_response_id": "resp_123"}, "previous_response_id"),
+        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+        ({"top_p": 0.5}, "top_p"),
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "function_call"),
     ],
 )
 def test_fields_that_cannot_be_honoured_are_a_400_and_nothing_goes_upstream(
@@ -198,3 +205,45 @@ def test_fields_that_cannot_be_honoured_are_a_400_and_nothing_goes_upstream(
     assert needle in error["message"] and error["type"] == "invalid_request_error"
     assert fake_llm.requests == []
     assert local.store.stats()["attempts"] == 0
+
+
+def test_upstream_errors_are_502_and_store_nothing(fake_llm: FakeOpenAI, local: Local) -> None:
+    with serve_app(create_app(local.settings)) as url:
+        for stream in (False, True):
+            fake_llm.fail_next(500, "the GPU caught fire")
+            r = httpx.post(url + "/v1/responses", json={"input": "hi", "stream": stream})
+            assert r.status_code == 502 and "the GPU caught fire" in r.json()["error"]["message"]
+    assert local.store.stats()["attempts"] == 0
+
+
+class BreaksMidStream:
+    """A model whose stream fails after its first delta."""
+
+    spec = "test:breaks-mid-stream"
+
+    def complete(self, messages: list[Message], **_: Any) -> Completion:
+        raise ModelError("not used")
+
+    def stream(self, messages: list[Message], **_: Any) -> CompletionStream:
+        def deltas() -> Generator[str, None, Completion]:
+            yield "Half an ans"
+            raise ModelError("upstream went away mid-stream")
+
+        return CompletionStream(deltas())
+
+
+def test_a_stream_that_breaks_ends_with_response_failed_and_is_stored_interrupted() -> None:
+    settings = load_settings(reoptimize=False, embedder=WORDS_EMBEDDER)
+    store = Store.open(settings)
+    store.programs()
+    with serve_app(create_app(settings, model=BreaksMidStream())) as url:
+        events = list(_client(url).responses.create(model="minetune", input="hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-2:] == ["response.output_text.delta", "response.failed"]
+    failed = events[-1]
+    assert failed.type == "response.failed" and failed.response.error is not None
+    assert "upstream went away mid-stream" in failed.response.error.message
+    with store.db.transaction() as s:
+        (attempt,) = s.scalars(select(Attempt)).all()
+    assert (attempt.status, attempt.response) == ("interrupted", "Half an ans")
+    store.close()
