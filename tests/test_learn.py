@@ -38,7 +38,7 @@ def test_five_star_answer_becomes_a_demo_for_a_similar_question(fake_llm: FakeOp
         assert "Garfield" not in system  # a 1-star answer never becomes a demo
         attempt = chat.store.attempt(reply.attempt_id)
         assert attempt.demo_attempt_ids == [good.attempt_id]
-        assert chat.store.turn_embeddings([good.turn_id], "minilm")  # embedded once, stored
+        assert chat.store.turn_embeddings([good.turn_id], chat.settings.embedder)  # embedded once, stored
 
 
 def test_unrelated_questions_get_no_demos(fake_llm: FakeOpenAI) -> None:

@@ -71,7 +71,7 @@ class Settings:
     upstream_workers: int = 64  # threads for upstream model calls, apart from the pages' (serve)
     user_concurrency: int = 16  # upstream-bound requests one user may have in flight (serve)
     praise: PraiseSettings = field(default_factory=PraiseSettings)
-    embedder: str = "minilm"  # "minilm" (offline all-MiniLM-L6-v2) or a sentence-transformers model dir
+    embedder: str = "minilm-int8"  # MiniLM as int8 ONNX (fast), "minilm" (sentence-transformers) or a model dir
     reoptimize: bool = True  # re-optimize demos and lessons after every feedback
     reflection_model: str | None = None  # model spec for distilling critiques; default: the program's
     continual: ContinualSettings = field(default_factory=ContinualSettings)
@@ -256,7 +256,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
             env.get("MINETUNE_USER_CONCURRENCY", file_cfg.get("user_concurrency", 16)), "user_concurrency"
         ),
         praise=_praise_settings(file_cfg.get("praise", {})),
-        embedder=env.get("MINETUNE_EMBEDDER") or file_cfg.get("embedder") or "minilm",
+        embedder=env.get("MINETUNE_EMBEDDER") or file_cfg.get("embedder") or "minilm-int8",
         reoptimize=_flag(env.get("MINETUNE_REOPTIMIZE", file_cfg.get("reoptimize", True)), "reoptimize"),
         reflection_model=env.get("MINETUNE_REFLECTION_MODEL") or file_cfg.get("reflection_model"),
         continual=_continual_settings(file_cfg.get("continual", {}), env),

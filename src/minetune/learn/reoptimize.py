@@ -71,7 +71,7 @@ class Learner:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = load_embedder(self.settings.embedder)
+            self._embedder = load_embedder(self.settings.embedder, self.settings.home)
         return self._embedder
 
     def _key(self, frozen_version: int = 0) -> tuple[str, int, int, str, int]:

@@ -73,7 +73,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if warm_up and settings.reoptimize:
-            state.submit(_warm_embedder, settings.embedder)
+            state.submit(_warm_embedder, settings.embedder, settings.home)
         yield
         state.close()
 
@@ -155,13 +155,13 @@ def _api_docs(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="minetune API")
 
 
-def _warm_embedder(name: str) -> None:
+def _warm_embedder(name: str, home: Path) -> None:
     import logging
 
     try:
         from minetune.learn.embed import load_embedder
 
-        load_embedder(name)
+        load_embedder(name, home)
     except Exception as exc:  # the first request that needs it will report the problem
         logging.getLogger("minetune.server").warning("Could not preload the embedder %s: %s", name, exc)
 
