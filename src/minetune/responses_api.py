@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
@@ -284,3 +284,101 @@ def response_events(
     yield event("response.output_item.done", output_index=0, item=item)
     done = "response.completed" if final["status"] == "completed" else "response.incomplete"
     yield event(done, response=final)
+
+
+# -- Function tools and JSON formats: the translation, ready for the gateway's chat pass-through ----
+# (not wired yet: /v1/responses refuses tools, function_call items and text.format json_schema
+# until the gateway forwards tools/response_format upstream and stores tool calls with the attempt).
+
+
+def chat_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Responses function tools as chat-completions tools; ResponsesError for any other tool type."""
+    converted = []
+    for position, tool in enumerate(tools, start=1):
+        if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+            raise ResponsesError(
+                f"tools item {position} has type {tool.get('type')!r}; only function tools (with a name) "
+                "are supported."
+            )
+        function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
+        converted.append({"type": "function", "function": function})
+    return converted
+
+
+def chat_tool_choice(choice: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    """A Responses ``tool_choice`` as the chat-completions one."""
+    if choice in ("auto", "none", "required"):
+        return str(choice)
+    if (
+        isinstance(choice, Mapping)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("name"), str)
+    ):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise ResponsesError("tool_choice must be auto, none, required or {'type': 'function', 'name': ...}.")
+
+
+def chat_response_format(text: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``text.format`` as a chat ``response_format`` (None for plain text)."""
+    fmt = text.get("format") or {"type": "text"}
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema" and isinstance(fmt.get("name"), str) and isinstance(fmt.get("schema"), Mapping):
+        schema = {k: fmt[k] for k in ("name", "schema", "description", "strict") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    raise ResponsesError("text.format must be text, json_object or json_schema (with a name and a schema).")
+
+
+def tool_messages(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Input items with ``function_call`` / ``function_call_output`` as chat messages: consecutive
+    calls join one assistant message's ``tool_calls`` (after its text, if it has one); each output
+    is a ``tool`` message."""
+    messages: list[dict[str, Any]] = []
+    for position, item in enumerate(items, start=1):
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call = {
+                "id": str(item.get("call_id")),
+                "type": "function",
+                "function": {"name": str(item.get("name")), "arguments": str(item.get("arguments", ""))},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            text = (
+                output
+                if isinstance(output, str)
+                else "\n".join(_part_text(p, f"input item {position}") for p in output or [])
+            )
+            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id")), "content": text})
+        else:
+            messages += _input_messages([item])
+    return messages
+
+
+def output_items(rid: str, message: Mapping[str, Any], status: str = "completed") -> list[dict[str, Any]]:
+    """A chat ``message`` (content and ``tool_calls``) as Responses output items: a ``message``
+    item for its text, then one ``function_call`` item per tool call."""
+    items = []
+    if message.get("content"):
+        items.append(_message_item(rid, str(message["content"]), status))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") or {}
+        items.append(
+            {
+                "id": f"fc_{rid}_{index}",
+                "type": "function_call",
+                "call_id": call.get("id") or f"call_{rid}_{index}",
+                "name": function.get("name", ""),
+                "arguments": function.get("arguments") or "",
+                "status": status,
+            }
+        )
+    return items
