@@ -106,10 +106,11 @@ def test_openai_client_answers_and_the_exact_upstream_prompt_is_stored(
 
     assert text == "Winston is your cat, a grey tabby who naps all day."
     sent = fake_llm.last["messages"]
-    # The program's prompt first, the client's system message kept after it; text parts joined.
+    # The program's prompt first, the client's system message kept after it; the user's content
+    # parts are passed as sent (the turn's text joins them).
     assert sent == [
         {"role": "system", "content": "You are Timmy.\n\nAnswer in English."},
-        {"role": "user", "content": "What's my\ncat's name?"},
+        {"role": "user", "content": messages[1]["content"]},
     ]
     assert fake_llm.last.get("stream", False) is streaming
     attempt = store.attempt(_attempt_id(rid))
@@ -346,11 +347,9 @@ def test_bad_input_is_a_clear_4xx_and_changes_nothing(fake_llm: FakeOpenAI, loca
                 "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
             }
             assert "last message must be the user's" in _error(post(chat, json=ends_with_answer), 400)
-            image = {
-                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
-            }
-            assert "only text is supported" in _error(post(chat, json=image), 400)
-            assert "role" in _error(post(chat, json={"messages": [{"role": "tool", "content": "x"}]}), 422)
+            video = {"messages": [{"role": "user", "content": [{"type": "video", "video": {"url": "x"}}]}]}
+            assert "video content part; expected one of" in _error(post(chat, json=video), 400)
+            assert "role" in _error(post(chat, json={"messages": [{"role": "robot", "content": "x"}]}), 422)
             assert "messages" in _error(post(chat, json={"messages": []}), 422)
             assert "Invalid token" in _error(
                 httpx.post(

@@ -28,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from minetune.app.exchange import MAX_MESSAGE_CHARS, MessageTooLongError
 from minetune.errors import MinetuneError, ModelError, NotFoundError
-from minetune.gateway import AnswerStream, Gateway, model_name, program_for_model, record_feedback
+from minetune.gateway import (
+    ChunkAnswerStream,
+    Gateway,
+    model_name,
+    program_for_model,
+    record_feedback,
+    response_id,
+)
+from minetune.models.base import UnsupportedFieldError, UpstreamError
 from minetune.server.auth import current_user
 from minetune.server.learning import server_learning
 from minetune.server.limits import UpstreamPool
@@ -41,18 +49,18 @@ log = logging.getLogger(__name__)
 _gateway_lock = threading.Lock()
 
 RESPONSE_ID_HEADER = "X-Minetune-Response-Id"
-
-
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: str = Field(max_length=50)
-    text: str | None = None
+RESPONSE_IDS_HEADER = "X-Minetune-Response-Ids"  # one per choice (n>1), comma-separated
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ...: accepted and ignored
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    """One message, in any of the Chat Completions shapes: system, developer, user, assistant
+    (``tool_calls``, ``refusal``, ``audio``), tool (``tool_call_id``) and legacy function roles;
+    content a string or a list of parts (text, image_url, input_audio, file). Every field is
+    passed upstream as sent."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
 
 
 class StreamOptions(BaseModel):
@@ -61,16 +69,23 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(InputModel):
-    """An OpenAI chat completions request; other OpenAI parameters are accepted and ignored."""
+    """An OpenAI chat completions request. Every field besides ``model`` and ``messages`` (tools,
+    tool_choice, response_format, n, stop, seed, logprobs, ...) reaches the upstream unchanged;
+    the upstream judges them (its error comes back with its status)."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(default="minetune", max_length=300)
     messages: list[ChatMessage] = Field(min_length=1, max_length=5000)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1, le=16)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    def upstream_params(self) -> dict[str, Any]:
+        """The request fields for upstream, as sent (unset ones left out)."""
+        return self.model_dump(exclude={"model", "messages", "stream"}, exclude_unset=True)
 
 
 class FeedbackRequest(InputModel):
@@ -124,8 +139,23 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
 
+# Upstream statuses about the request itself, passed on to the client with the upstream's error
+# (auth, missing model and server errors are minetune's configuration or the upstream's: 502).
+CLIENT_STATUSES = frozenset({400, 409, 413, 415, 422, 429})
+
+
 def _failure(exc: MinetuneError) -> JSONResponse:
-    """The status for a library error: unknown records 404, too long 413, upstream 502, else 400."""
+    """The status for a library error: unknown records 404, too long 413, a field the backend
+    cannot honour 400 (naming it), an upstream refusal of the request its own status and error,
+    other upstream failures 502, else 400."""
+    if isinstance(exc, UpstreamError) and exc.status in CLIENT_STATUSES:
+        error = dict(exc.error or {"message": str(exc)})
+        error.setdefault("type", "invalid_request_error")
+        error.setdefault("message", str(exc))
+        return JSONResponse({"error": error}, status_code=exc.status)
+    if isinstance(exc, UnsupportedFieldError):
+        body = {"error": {"message": str(exc), "type": "invalid_request_error", "param": exc.field}}
+        return JSONResponse(body, status_code=400)
     if isinstance(exc, NotFoundError):
         return _error(404, str(exc))
     if isinstance(exc, MessageTooLongError):
@@ -174,49 +204,36 @@ def _chat_completions(request: Request, raw: bytes, user: str) -> JSONResponse |
     store = state.store(user)
     gateway = _gateway(request)
     program = program_for_model(body.model)
-    max_tokens = body.max_completion_tokens or body.max_tokens
+    params = body.upstream_params()
     try:
-        prepared = gateway.prepare(store, program, [m.model_dump() for m in body.messages])
+        prepared = gateway.prepare(store, program, [m.model_dump(exclude_unset=True) for m in body.messages])
         model = state.model(prepared.version.model_spec, store, program)
         if body.stream:
-            stream = gateway.stream(
-                store, prepared, model, temperature=body.temperature, max_tokens=max_tokens
-            )
+            stream = gateway.chat_completion_stream(store, prepared, model, params)
         else:
-            answer = gateway.complete(
-                store, prepared, model, temperature=body.temperature, max_tokens=max_tokens
-            )
+            answer = gateway.chat_completion(store, prepared, model, params)
     except MinetuneError as exc:
         return _failure(exc)
     name = model_name(prepared.program)
-    created = int(time.time())
     if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _closing(_sse(stream, name, created, include_usage), state.upstream),
+            _closing(_sse(stream, name), state.upstream),
             media_type="text/event-stream",
-            headers={RESPONSE_ID_HEADER: stream.response_id, "Cache-Control": "no-cache"},
+            headers={
+                RESPONSE_ID_HEADER: stream.response_id,
+                RESPONSE_IDS_HEADER: ",".join(response_id(a) for a in stream.attempt_ids),
+                "Cache-Control": "no-cache",
+            },
         )
-    prompt, completion = answer.prompt_tokens or 0, answer.completion_tokens or 0
-    payload = {
-        "id": answer.response_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": name,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": answer.finish_reason or "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
-    }
-    return JSONResponse(payload, headers={RESPONSE_ID_HEADER: answer.response_id})
+    ids = [response_id(a) for a in answer.attempt_ids]
+    payload = dict(answer.data) | {"id": answer.response_id, "model": name}
+    payload.setdefault("object", "chat.completion")
+    payload.setdefault("created", int(time.time()))
+    if not payload.get("usage"):
+        payload["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    payload["minetune"] = {"response_ids": ids}
+    headers = {RESPONSE_ID_HEADER: answer.response_id, RESPONSE_IDS_HEADER: ",".join(ids)}
+    return JSONResponse(payload, headers=headers)
 
 
 async def _closing(events: Generator[str, None, None], pool: UpstreamPool) -> AsyncIterator[str]:
@@ -233,39 +250,22 @@ async def _closing(events: Generator[str, None, None], pool: UpstreamPool) -> As
             await body.aclose()
 
 
-def _sse(
-    stream: AnswerStream, model: str, created: int, include_usage: bool
-) -> Generator[str, None, None]:
-    """OpenAI ``chat.completion.chunk`` events, ending with ``data: [DONE]``; a stream that fails
-    or ends early (ModelError) ends with an ``error`` event instead, without a finish_reason or
-    ``[DONE]``, and its attempt is stored interrupted. Closing it closes the stream."""
-    base = {"id": stream.response_id, "object": "chat.completion.chunk", "created": created, "model": model}
-
-    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
-        return f"data: {json.dumps(base | {'choices': choices} | extra)}\n\n"
-
+def _sse(stream: ChunkAnswerStream, model: str) -> Generator[str, None, None]:
+    """The upstream's ``chat.completion.chunk`` events as they come (``id`` the response id,
+    ``model`` the program's), ending with ``data: [DONE]``; a stream that fails or ends early
+    (ModelError) ends with an ``error`` event instead, without ``[DONE]``, and its attempts are
+    stored interrupted. Closing it closes the stream."""
+    rewrite = {"id": stream.response_id, "model": model}
     try:
-        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         try:
-            for delta in stream:
-                yield event([{"index": 0, "delta": {"content": delta}, "finish_reason": None}])
+            for chunk in stream:
+                yield f"data: {json.dumps(chunk | rewrite)}\n\n"
         except MinetuneError as exc:
             error = {"message": str(exc), "type": "upstream_error", "code": "stream_interrupted"}
             yield f"data: {json.dumps({'error': error})}\n\n"
             return
     finally:
         stream.close()  # a no-op once the answer is complete
-    answer = stream.answer
-    assert answer is not None
-    yield event([{"index": 0, "delta": {}, "finish_reason": answer.finish_reason or "stop"}])
-    if include_usage:
-        prompt, completion = answer.prompt_tokens or 0, answer.completion_tokens or 0
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-        yield event([], usage=usage)
     yield "data: [DONE]\n\n"
 
 

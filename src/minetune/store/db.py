@@ -16,7 +16,7 @@ from minetune.errors import StoreError
 from minetune.files import private_file
 
 # The newest migration in store/migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0009_attempt_status"
+HEAD_REVISION = "0010_attempt_extra"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

@@ -8,7 +8,7 @@ runs in one transaction and has committed when it returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ class ExchangeIds:
     turn_id: int
     attempt_id: int
     new_conversation: bool
+    attempt_ids: tuple[int, ...] = ()  # every attempt stored, in order (more than one for n>1)
 
 
 def find_answer(
@@ -79,11 +80,14 @@ def record_exchange(
     title: str = "",
     source: str = "chat",
     embedding: Embedding | None = None,
+    more_attempts: Sequence[dict[str, Any]] = (),
     **attempt_fields: Any,
 ) -> ExchangeIds:
     """Store a user message, its first attempt and its embedding in one transaction, continuing
     ``conversation_id`` (when it is one of this program's; one deleted meanwhile starts afresh) or
-    starting a new conversation titled ``title``. The turn index is taken under a row lock."""
+    starting a new conversation titled ``title``. The turn index is taken under a row lock.
+    ``more_attempts`` (each its own attempt fields) are stored as attempts 2, 3, ... of the same
+    turn: the other choices of an ``n>1`` request, each rateable."""
     with store.db.transaction() as s:
         owned = s.scalar(select(Program.id).where(Program.id == program_id, Program.user_id == store.user_id))
         if owned is None:
@@ -110,6 +114,8 @@ def record_exchange(
         s.flush()
         attempt = Attempt(turn_id=turn.id, number=1, **attempt_fields)
         s.add(attempt)
+        others = [Attempt(turn_id=turn.id, number=n, **f) for n, f in enumerate(more_attempts, start=2)]
+        s.add_all(others)
         if embedding is not None:
             s.add(
                 TurnEmbedding(
@@ -117,7 +123,8 @@ def record_exchange(
                 )
             )
         s.flush()
-        return ExchangeIds(conversation_id, turn.id, attempt.id, new)
+        ids = (attempt.id, *(a.id for a in others))
+        return ExchangeIds(conversation_id, turn.id, attempt.id, new, ids)
 
 
 def finish_attempt(store: Store, attempt_id: int, **fields: Any) -> None:

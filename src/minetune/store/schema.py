@@ -177,6 +177,9 @@ class Attempt(Base):
     status: Mapped[str] = mapped_column(String(20), default=COMPLETE, server_default=COMPLETE, index=True)
     # ``host:pid`` of the process streaming it, so start-up can tell a dead process's half answer.
     stream_owner: Mapped[str | None] = mapped_column(String(300))
+    # What a proxied answer carried besides its text: tool_calls, finish_reason, refusal, a
+    # logprobs summary, the choice index of an n>1 request (None for plain text answers).
+    extra: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     turn: Mapped[Turn] = relationship(back_populates="attempts")
     feedback: Mapped[list[Feedback]] = relationship(
