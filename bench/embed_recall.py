@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -28,62 +27,154 @@ from minetune.learn.demos import Candidate, DemoIndex, policy_with_defaults
 from minetune.learn.embed import load_embedder
 
 TOPICS: dict[str, list[str]] = {
-    "python": ["sort a list of dicts by a key", "read a CSV file with pandas", "write a decorator that retries",
-               "use asyncio.gather with a timeout", "type hint a function that returns a generator",
-               "profile a slow loop", "package a CLI with pyproject.toml"],
-    "javascript": ["debounce an input handler", "fetch JSON and handle errors", "deep clone an object",
-                   "use async iterators in Node", "bundle a library with esbuild"],
-    "sql": ["find duplicate rows in PostgreSQL", "write a window function for running totals",
-            "index a column used in LIKE queries", "explain a slow join plan"],
-    "git": ["undo the last commit but keep the changes", "rebase a feature branch onto main",
-            "find which commit introduced a bug", "remove a large file from history"],
-    "linux": ["find which process listens on a port", "rotate logs with logrotate",
-              "mount a disk at boot with fstab", "limit a process's memory with systemd"],
-    "cooking": ["make a sourdough starter", "cook risotto without stirring constantly",
-                "substitute eggs in a cake", "keep guacamole from browning", "season a cast iron pan"],
+    "python": [
+        "sort a list of dicts by a key",
+        "read a CSV file with pandas",
+        "write a decorator that retries",
+        "use asyncio.gather with a timeout",
+        "type hint a function that returns a generator",
+        "profile a slow loop",
+        "package a CLI with pyproject.toml",
+    ],
+    "javascript": [
+        "debounce an input handler",
+        "fetch JSON and handle errors",
+        "deep clone an object",
+        "use async iterators in Node",
+        "bundle a library with esbuild",
+    ],
+    "sql": [
+        "find duplicate rows in PostgreSQL",
+        "write a window function for running totals",
+        "index a column used in LIKE queries",
+        "explain a slow join plan",
+    ],
+    "git": [
+        "undo the last commit but keep the changes",
+        "rebase a feature branch onto main",
+        "find which commit introduced a bug",
+        "remove a large file from history",
+    ],
+    "linux": [
+        "find which process listens on a port",
+        "rotate logs with logrotate",
+        "mount a disk at boot with fstab",
+        "limit a process's memory with systemd",
+    ],
+    "cooking": [
+        "make a sourdough starter",
+        "cook risotto without stirring constantly",
+        "substitute eggs in a cake",
+        "keep guacamole from browning",
+        "season a cast iron pan",
+    ],
     "baking": ["get a crisp pie crust", "fix bread that does not rise", "make macarons without cracks"],
-    "travel": ["pack for two weeks with only a carry-on", "get over jet lag quickly",
-               "plan three days in Lisbon", "find cheap flights to Japan", "travel with a toddler on a train"],
-    "fitness": ["start running as a beginner", "build a home workout without equipment",
-                "stretch after a long day of sitting", "train for a first half marathon"],
-    "nutrition": ["eat more protein as a vegetarian", "plan cheap healthy lunches for the week",
-                  "cut down on sugar without cravings"],
+    "travel": [
+        "pack for two weeks with only a carry-on",
+        "get over jet lag quickly",
+        "plan three days in Lisbon",
+        "find cheap flights to Japan",
+        "travel with a toddler on a train",
+    ],
+    "fitness": [
+        "start running as a beginner",
+        "build a home workout without equipment",
+        "stretch after a long day of sitting",
+        "train for a first half marathon",
+    ],
+    "nutrition": [
+        "eat more protein as a vegetarian",
+        "plan cheap healthy lunches for the week",
+        "cut down on sugar without cravings",
+    ],
     "sleep": ["fall asleep faster", "stop waking up at 3am", "nap without feeling groggy"],
-    "finance": ["build an emergency fund", "pay off credit card debt faster",
-                "understand index funds versus ETFs", "make a monthly budget that sticks"],
-    "career": ["ask for a raise", "write a cover letter for a career change",
-               "prepare for a system design interview", "give feedback to a peer without friction"],
-    "writing": ["write a strong opening line for a short story", "make my emails shorter",
-                "write a wedding toast", "edit a blog post for clarity", "write a haiku about autumn"],
-    "math": ["explain Bayes' theorem with an example", "compute the derivative of x^x",
-             "understand eigenvalues intuitively", "solve a quadratic equation by completing the square"],
-    "physics": ["explain why the sky is blue", "understand time dilation", "explain how a transformer (electrical) works"],
-    "history": ["summarise the causes of World War I", "explain the fall of the Roman Republic",
-                "describe the Silk Road's importance"],
+    "finance": [
+        "build an emergency fund",
+        "pay off credit card debt faster",
+        "understand index funds versus ETFs",
+        "make a monthly budget that sticks",
+    ],
+    "career": [
+        "ask for a raise",
+        "write a cover letter for a career change",
+        "prepare for a system design interview",
+        "give feedback to a peer without friction",
+    ],
+    "writing": [
+        "write a strong opening line for a short story",
+        "make my emails shorter",
+        "write a wedding toast",
+        "edit a blog post for clarity",
+        "write a haiku about autumn",
+    ],
+    "math": [
+        "explain Bayes' theorem with an example",
+        "compute the derivative of x^x",
+        "understand eigenvalues intuitively",
+        "solve a quadratic equation by completing the square",
+    ],
+    "physics": [
+        "explain why the sky is blue",
+        "understand time dilation",
+        "explain how a transformer (electrical) works",
+    ],
+    "history": [
+        "summarise the causes of World War I",
+        "explain the fall of the Roman Republic",
+        "describe the Silk Road's importance",
+    ],
     "gardening": ["grow tomatoes on a balcony", "get rid of aphids naturally", "start a compost heap"],
     "pets": ["stop a puppy from biting", "introduce a new cat to the house", "choose food for an old dog"],
     "parenting": ["get a toddler to sleep through the night", "talk to a teenager about screen time"],
-    "music": ["learn guitar chords faster", "understand the circle of fifths", "practice piano with little time"],
+    "music": [
+        "learn guitar chords faster",
+        "understand the circle of fifths",
+        "practice piano with little time",
+    ],
     "language": ["learn Spanish verbs", "improve my French pronunciation", "remember Japanese kanji"],
-    "ml": ["choose a learning rate for fine-tuning", "explain LoRA in simple terms",
-           "evaluate a classifier on imbalanced data", "pick an embedding model for search"],
+    "ml": [
+        "choose a learning rate for fine-tuning",
+        "explain LoRA in simple terms",
+        "evaluate a classifier on imbalanced data",
+        "pick an embedding model for search",
+    ],
     "home": ["fix a dripping tap", "remove mould from a bathroom ceiling", "paint a room without streaks"],
     "cars": ["check tyre pressure", "jump start a car", "decide between leasing and buying a car"],
-    "mental": ["deal with stress before an exam", "stop procrastinating on big tasks", "meditate for beginners"],
+    "mental": [
+        "deal with stress before an exam",
+        "stop procrastinating on big tasks",
+        "meditate for beginners",
+    ],
     "legal": ["understand a rental deposit dispute", "write a simple freelance contract"],
     "shopping": ["choose a laptop for programming", "pick running shoes", "buy a used bike safely"],
 }
 
 TEMPLATES = [
-    "How do I {t}?", "What's the best way to {t}?", "Can you explain how to {t}?", "{T}: any tips?",
-    "I'm trying to {t} but it isn't working. What am I doing wrong?", "Quick question: how to {t}",
-    "Give me a step-by-step guide to {t}.", "What should a beginner know to {t}?",
+    "How do I {t}?",
+    "What's the best way to {t}?",
+    "Can you explain how to {t}?",
+    "{T}: any tips?",
+    "I'm trying to {t} but it isn't working. What am I doing wrong?",
+    "Quick question: how to {t}",
+    "Give me a step-by-step guide to {t}.",
+    "What should a beginner know to {t}?",
     "My friend asked me how to {t} and I had no idea — help?",
-    "In two sentences, how would you {t}?", "Is there a simple way to {t} on a tight budget?",
+    "In two sentences, how would you {t}?",
+    "Is there a simple way to {t} on a tight budget?",
     "Explain like I'm five: how do you {t}?",
 ]
-SMALLTALK = ["thanks!", "hi", "what can you do?", "tell me a joke", "good morning", "ok", "why?",
-             "can you repeat that more briefly", "that's wrong, try again", "write it as a bullet list"]
+SMALLTALK = [
+    "thanks!",
+    "hi",
+    "what can you do?",
+    "tell me a joke",
+    "good morning",
+    "ok",
+    "why?",
+    "can you repeat that more briefly",
+    "that's wrong, try again",
+    "write it as a bullet list",
+]
 
 
 def dataset(seed: int = 12) -> tuple[list[tuple[str, int]], list[str]]:
@@ -139,21 +230,27 @@ def main() -> int:
 
     rated, queries = dataset()
     candidates = [(text, stars) for text, stars in rated if stars >= 4]
-    print(f"dataset: {len(rated)} rated messages, {len(candidates)} accepted (>= 4 stars), "
-          f"{len(queries)} held-out queries")
+    print(
+        f"dataset: {len(rated)} rated messages, {len(candidates)} accepted (>= 4 stars), "
+        f"{len(queries)} held-out queries"
+    )
     t0 = time.perf_counter()
     base = load_embedder("minilm")
     t1 = time.perf_counter()
     fast = load_embedder(args.fast)
     t2 = time.perf_counter()
-    print(f"load: minilm {t1 - t0:.2f} s, {args.fast} {t2 - t1:.2f} s (includes a one-time export if not cached)")
+    print(
+        f"load: minilm {t1 - t0:.2f} s, {args.fast} {t2 - t1:.2f} s "
+        "(includes a one-time export if not cached)"
+    )
 
     texts = [t for t, _ in candidates]
     indexes = {}
     vectors = {}
     for name, emb in (("minilm", base), (args.fast, fast)):
         cand = emb.encode(texts)
-        vectors[name] = (cand, emb.encode(queries))
+        # Candidates are embedded in batches (index sync); a query alone, as on the request path.
+        vectors[name] = (cand, np.stack([emb.encode([q])[0] for q in queries]))
         index = DemoIndex()
         for i, (text, stars) in enumerate(candidates):
             index.upsert(Candidate(i, i, i, text, "an answer " * 20, stars), cand[i])
@@ -161,8 +258,10 @@ def main() -> int:
 
     base_c, base_q = vectors["minilm"]
     fast_c, fast_q = vectors[args.fast]
-    print(f"\nrecall@k of {args.fast} against MiniLM's own top-k ({len(queries)} queries, "
-          f"{len(candidates)} candidates):")
+    print(
+        f"\nrecall@k of {args.fast} against MiniLM's own top-k ({len(queries)} queries, "
+        f"{len(candidates)} candidates):"
+    )
     print("| k | recall@k |\n|---:|---:|")
     for k in (1, 3, 5, 10):
         recall = statistics.mean(
@@ -176,13 +275,18 @@ def main() -> int:
         b = {d.turn_id for d in indexes[args.fast].select(fast_q[i], policy)}
         if a or b:
             same.append(len(a & b) / max(len(a), len(b)))
-    print(f"\nselected demos (default policy, k={policy['k']}, MMR, min_similarity "
-          f"{policy['min_similarity']}): overlap {statistics.mean(same):.3f} over {len(same)} queries")
+    print(
+        f"\nselected demos (default policy, k={policy['k']}, MMR, min_similarity "
+        f"{policy['min_similarity']}): overlap {statistics.mean(same):.3f} over {len(same)} queries"
+    )
     cos = float(np.mean(np.sum(base_q * fast_q, axis=1)))
     print(f"mean cosine(minilm, {args.fast}) of the same query: {cos:.4f}")
 
-    print(f"\nencode latency per query, ms ({args.runs} runs each; load "
-          f"{os.getloadavg()[0]:.2f}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}):")
+    print(
+        f"\nencode latency per query, ms ({args.runs} runs each; load "
+        f"{os.getloadavg()[0]:.2f}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}):"
+    )
     print("| embedder | batch | p50 ms | p99 ms |\n|---|---:|---:|---:|")
     pool = queries + texts
     for name, emb in (("minilm", base), (args.fast, fast)):

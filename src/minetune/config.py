@@ -71,7 +71,7 @@ class Settings:
     upstream_workers: int = 64  # threads for upstream model calls, apart from the pages' (serve)
     user_concurrency: int = 16  # upstream-bound requests one user may have in flight (serve)
     praise: PraiseSettings = field(default_factory=PraiseSettings)
-    embedder: str = "minilm-int8"  # MiniLM as int8 ONNX (fast), "minilm" (sentence-transformers) or a model dir
+    embedder: str = "minilm-int8"  # MiniLM as int8 ONNX; "minilm" (sentence-transformers); a model dir
     reoptimize: bool = True  # re-optimize demos and lessons after every feedback
     reflection_model: str | None = None  # model spec for distilling critiques; default: the program's
     continual: ContinualSettings = field(default_factory=ContinualSettings)

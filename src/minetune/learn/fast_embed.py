@@ -77,7 +77,9 @@ def export_int8(target: Path) -> Path:
             return target
         model = AutoModel.from_pretrained(str(minilm_dir()), attn_implementation="eager").eval()
         # Two rows, the second padded: the traced graph must keep the attention mask.
-        ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 1012, 102], [101, 7592, 102, 0, 0, 0, 0, 0]])
+        ids = torch.tensor(
+            [[101, 7592, 2088, 2003, 1037, 3231, 1012, 102], [101, 7592, 102, 0, 0, 0, 0, 0]]
+        )
         mask = (ids != 0).long()
         fp32 = Path(tmp) / "fp32.onnx"
         axes = {0: "batch", 1: "tokens"}
@@ -113,7 +115,7 @@ class OnnxMiniLMEmbedder:
         except ImportError as exc:
             raise ConfigError(
                 f"The {name!r} embedder needs onnxruntime and tokenizers (pip install 'minetune[learn]'), "
-                "or set embedder = \"minilm\" in config.toml."
+                'or set embedder = "minilm" in config.toml.'
             ) from exc
         from minetune.learn.embed import Coalescer
 
