@@ -50,6 +50,8 @@ class FakeOpenAI:
         self.reflection_default = '{"rule": null, "supersedes": []}'
         self.ollama_models: list[str] = ["fake:latest"] if ollama_models is None else ollama_models
         self.delay: float = 0.0  # seconds to sleep before answering a chat request
+        # Request fields this upstream refuses (400 naming the field, as OpenAI does).
+        self.reject_fields: set[str] = set()
         self._replies: deque[str] = deque()
         self._failures: deque[tuple[int, str]] = deque()
         self._lock = threading.Lock()
@@ -142,6 +144,50 @@ def _is_reflection(body: dict[str, Any]) -> bool:
     return str(messages[0].get("content", "")).startswith(REFLECTION_MARKER)
 
 
+def _wants_surface(body: dict[str, Any]) -> bool:
+    """Whether a request uses what the plain replies do not answer (n, tools, json_schema, logprobs)."""
+    last = (body.get("messages") or [{}])[-1]
+    fmt = (body.get("response_format") or {}).get("type")
+    return bool((body.get("n") or 1) > 1 or body.get("tools") or body.get("logprobs")
+                or fmt in ("json_schema", "json_object") or last.get("role") == "tool")
+
+
+def _surface_choices(body: dict[str, Any], text: str) -> list[dict[str, Any]]:
+    """The choices of a surface request: choice i of n says ``text`` (i > 0: ``text (choice i+1)``);
+    with tools (and tool_choice not "none") it calls the first tool with the user's last text; a
+    tool result is answered "tool said: ..."; json_schema/json_object get ``{"answer": text}``."""
+    messages = body.get("messages") or [{}]
+    last = messages[-1]
+    if last.get("role") == "tool":
+        text = f"tool said: {last.get('content')}"
+    tools = body.get("tools") or []
+    calls = None
+    if tools and body.get("tool_choice", "auto") != "none" and last.get("role") != "tool":
+        name = tools[0]["function"]["name"]
+        calls = [{"id": "call_fake_1", "type": "function",
+                  "function": {"name": name, "arguments": json.dumps({"query": str(last.get("content"))})}}]
+    fmt = (body.get("response_format") or {}).get("type")
+    choices = []
+    for i in range(int(body.get("n") or 1)):
+        content = text if i == 0 else f"{text} (choice {i + 1})"
+        if fmt in ("json_schema", "json_object"):
+            content = json.dumps({"answer": content})
+        message: dict[str, Any] = {"role": "assistant", "content": None if calls else content}
+        message["refusal"] = None
+        if calls:
+            message["tool_calls"] = calls
+        choice: dict[str, Any] = {"index": i, "message": message,
+                                  "finish_reason": "tool_calls" if calls else "stop", "logprobs": None}
+        if body.get("logprobs"):
+            top = int(body.get("top_logprobs") or 0)
+            choice["logprobs"] = {"content": [
+                {"token": w, "logprob": -0.5, "bytes": list(w.encode()),
+                 "top_logprobs": [{"token": w, "logprob": -0.5, "bytes": list(w.encode())}] * top}
+                for w in content.split()], "refusal": None}
+        choices.append(choice)
+    return choices
+
+
 def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "FakeOpenAI/1.0"
@@ -197,6 +243,15 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             status, failure, text = fake._record(body, headers)
             if fake.delay:
                 time.sleep(fake.delay)
+            rejected = sorted(fake.reject_fields & set(body))
+            if failure is None and rejected:
+                self._json(
+                    400,
+                    {"error": {"message": f"Unrecognized request argument supplied: {rejected[0]}",
+                               "type": "invalid_request_error", "param": rejected[0], "code": None}},
+                    {"x-should-retry": "false"},
+                )
+                return
             if failure is not None:
                 kind = "authentication_error" if status in (401, 403) else "server_error"
                 self._error(status, failure, kind)
@@ -208,6 +263,9 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 "total_tokens": prompt_tokens + _words(text),
             }
             model = body.get("model") or "fake-model"
+            if _wants_surface(body):
+                self._surface(body, model, text, usage)
+                return
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._stream(model, text, usage if include_usage else None)
@@ -229,6 +287,39 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                         "usage": usage,
                     },
                 )
+
+        def _surface(self, body: dict[str, Any], model: str, text: str, usage: dict[str, int]) -> None:
+            """Answer n choices, tool calls, json_schema and logprobs, streamed or not."""
+            choices = _surface_choices(body, text)
+            if not body.get("stream"):
+                created = int(time.time())
+                self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": created,
+                                 "model": model, "choices": choices, "usage": usage,
+                                 "system_fingerprint": "fp_fake"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": model}
+
+            def send(data: str) -> None:
+                self.wfile.write(f"data: {data}\n\n".encode())
+                self.wfile.flush()
+
+            for choice in choices:
+                message = choice["message"]
+                delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+                if message.get("tool_calls"):
+                    delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(message["tool_calls"])]
+                first = {"index": choice["index"], "delta": delta, "finish_reason": None,
+                         "logprobs": choice.get("logprobs")}
+                send(json.dumps(base | {"choices": [first]}))
+                last = {"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}
+                send(json.dumps(base | {"choices": [last]}))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                send(json.dumps(base | {"choices": [], "usage": usage}))
+            send("[DONE]")
 
         def _stream(self, model: str, text: str, usage: dict[str, int] | None) -> None:
             self.send_response(200)
