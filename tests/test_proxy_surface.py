@@ -162,7 +162,8 @@ def test_n3_is_three_rateable_attempts_of_one_turn_with_logprobs(
     attempts = [_attempt(store, rid) for rid in ids]
     assert [a.number for a in attempts] == [1, 2, 3]
     assert len({a.turn_id for a in attempts}) == 1
-    assert [a.response for a in attempts] == ["blue is calm", "blue is calm (choice 2)", "blue is calm (choice 3)"]
+    texts = ["blue is calm", "blue is calm (choice 2)", "blue is calm (choice 3)"]
+    assert [a.response for a in attempts] == texts
     assert all(a.status == "complete" for a in attempts)
     assert attempts[0].extra == {"finish_reason": "stop", "logprobs": {"tokens": 3, "logprob_sum": -1.5},
                                  "index": 0}
