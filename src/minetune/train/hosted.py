@@ -191,13 +191,18 @@ def load_config(settings: Settings | None = None, **overrides: Any) -> HostedCon
 
 
 class FineTuneClient:
-    """A thin client for the OpenAI-compatible files and fine-tuning jobs endpoints."""
+    """The OpenAI-compatible files and fine-tuning jobs endpoints through the official ``openai``
+    SDK (its retries with backoff); replies are the server's JSON objects as dicts. Only the
+    configured key (scoped to this base URL) is sent; nothing is read from the environment."""
 
     def __init__(self, config: HostedConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
-        self._http = httpx.Client(base_url=config.base_url, timeout=config.timeout, transport=transport)
+        self._http = httpx.Client(timeout=config.timeout, transport=transport)
+        self._sdk: Any = None
 
     def close(self) -> None:
+        if self._sdk is not None:
+            self._sdk.close()
         self._http.close()
 
     def __enter__(self) -> FineTuneClient:
@@ -210,44 +215,46 @@ class FineTuneClient:
         key = self.config.api_key
         return text.replace(key, "***") if key else text
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _client(self) -> Any:
         base = self.config.base_url
         if not self.config.api_key:
             raise FineTuneError(
                 f"No API key for hosted fine-tuning at {base}: {self.config.key_help} "
                 "(local LoRA training, `minetune train`, needs no key)."
             )
-        headers = {"Authorization": f"Bearer {self.config.api_key}"}
+        if self._sdk is None:
+            import openai
+
+            client = openai.OpenAI(
+                api_key=self.config.api_key, admin_api_key="", organization="", project="", webhook_secret="",
+                base_url=base, timeout=self.config.timeout, http_client=self._http,  # type: ignore[arg-type]
+            )
+            client.organization = None
+            client.project = None
+            self._sdk = client
+        return self._sdk
+
+    def _request(self, method: str, path: str, call: Callable[[Any], Any]) -> dict[str, Any]:
+        """Run ``call(sdk client)`` (a ``with_raw_response`` call); the reply's JSON object, or a
+        FineTuneError that says what to do (never the key)."""
+        import openai
+
+        base = self.config.base_url
+        client = self._client()
         try:
-            response = self._http.request(method, path, headers=headers, **kwargs)
-        except httpx.TimeoutException:
+            raw = call(client)
+        except openai.APITimeoutError:
             raise FineTuneError(
                 f"The fine-tuning API at {base} did not answer in time ({method} {path})."
             ) from None
-        except httpx.HTTPError as exc:
+        except openai.APIConnectionError as exc:
             raise FineTuneError(
-                f"Cannot reach the fine-tuning API at {base}: {self._redact(str(exc))}"
+                f"Cannot reach the fine-tuning API at {base}: {self._redact(str(exc.__cause__ or exc))}"
             ) from None
-        detail = self._error_detail(response)
-        if response.status_code == 401:
-            raise FineTuneError(
-                f"The fine-tuning API at {base} rejected the API key "
-                f"(HTTP 401{': ' + detail if detail else ''}); {self.config.key_help}."
-            )
-        if response.status_code == 403:
-            raise FineTuneError(f"The API key may not use fine-tuning at {base} (HTTP 403): {detail}")
-        if response.status_code == 404:
-            raise FineTuneError(
-                f"Not found at {base}: {method} {path} (HTTP 404{': ' + detail if detail else ''}). "
-                "Check MINETUNE_FINETUNE_BASE_URL and the job id."
-            )
-        if response.status_code >= 400:
-            raise FineTuneError(
-                f"The fine-tuning API at {base} refused {method} {path} "
-                f"(HTTP {response.status_code}): {detail}"
-            )
+        except openai.APIStatusError as exc:
+            raise self._status_error(method, path, exc.status_code, exc.body) from None
         try:
-            data = response.json()
+            data = raw.http_response.json()
         except ValueError:
             raise FineTuneError(
                 f"The fine-tuning API at {base} sent a non-JSON reply to {method} {path}."
@@ -256,52 +263,73 @@ class FineTuneClient:
             raise FineTuneError(f"The fine-tuning API at {base} sent an unexpected reply to {method} {path}.")
         return data
 
-    def _error_detail(self, response: httpx.Response) -> str:
-        if response.status_code < 400:
-            return ""
-        try:
-            body = response.json()
-            error = body.get("error") if isinstance(body, dict) else None
-            message = error.get("message") if isinstance(error, dict) else error
+    def _status_error(self, method: str, path: str, status: int, body: object) -> FineTuneError:
+        base = self.config.base_url
+        detail = self._error_detail(body)
+        if status == 401:
+            return FineTuneError(
+                f"The fine-tuning API at {base} rejected the API key "
+                f"(HTTP 401{': ' + detail if detail else ''}); {self.config.key_help}."
+            )
+        if status == 403:
+            return FineTuneError(f"The API key may not use fine-tuning at {base} (HTTP 403): {detail}")
+        if status == 404:
+            return FineTuneError(
+                f"Not found at {base}: {method} {path} (HTTP 404{': ' + detail if detail else ''}). "
+                "Check MINETUNE_FINETUNE_BASE_URL and the job id."
+            )
+        return FineTuneError(
+            f"The fine-tuning API at {base} refused {method} {path} (HTTP {status}): {detail}"
+        )
+
+    def _error_detail(self, body: object) -> str:
+        """The message of an SDK error body (the ``error`` object, or the whole body)."""
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            message = inner.get("message") if isinstance(inner, dict) else inner
             text = str(message or body)
-        except ValueError:
-            text = response.text[:300]
+        else:
+            text = str(body or "")[:300]
         return self._redact(text.strip())
 
     def upload(self, filename: str, data: bytes) -> dict[str, Any]:
         """POST /files (multipart/form-data, purpose=fine-tune): the file object."""
-        return self._request(
-            "POST",
-            "/files",
-            data={"purpose": "fine-tune"},
-            files={"file": (filename, data, "application/jsonl")},
-        )
+        return self._request("POST", "/files", lambda c: c.files.with_raw_response.create(
+            file=(filename, data, "application/jsonl"), purpose="fine-tune"))
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         """DELETE /files/{id} (used by forget: uploaded training data is erased at the provider)."""
-        return self._request("DELETE", f"/files/{file_id}")
+        return self._request(
+            "DELETE", f"/files/{file_id}", lambda c: c.files.with_raw_response.delete(file_id)
+        )
 
     def create_job(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST /fine_tuning/jobs: the new fine_tuning.job object."""
-        return self._request("POST", "/fine_tuning/jobs", json=payload)
+        """POST /fine_tuning/jobs: the new fine_tuning.job object (``payload`` sent unchanged)."""
+        named = {k: v for k, v in payload.items() if k in ("model", "training_file")}
+        extra = {k: v for k, v in payload.items() if k not in named}
+        return self._request(
+            "POST",
+            "/fine_tuning/jobs",
+            lambda c: c.fine_tuning.jobs.with_raw_response.create(**named, extra_body=extra or None),
+        )
 
     def retrieve(self, job_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/fine_tuning/jobs/{job_id}")
+        return self._request("GET", f"/fine_tuning/jobs/{job_id}",
+                             lambda c: c.fine_tuning.jobs.with_raw_response.retrieve(job_id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._request("POST", f"/fine_tuning/jobs/{job_id}/cancel")
+        return self._request("POST", f"/fine_tuning/jobs/{job_id}/cancel",
+                             lambda c: c.fine_tuning.jobs.with_raw_response.cancel(job_id))
 
     def list_jobs(self, limit: int = 20, after: str | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if after:
-            params["after"] = after
-        return self._request("GET", "/fine_tuning/jobs", params=params)
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        return self._request("GET", "/fine_tuning/jobs",
+                             lambda c: c.fine_tuning.jobs.with_raw_response.list(**params))
 
     def events(self, job_id: str, limit: int = 100, after: str | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if after:
-            params["after"] = after
-        return self._request("GET", f"/fine_tuning/jobs/{job_id}/events", params=params)
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+        return self._request("GET", f"/fine_tuning/jobs/{job_id}/events",
+                             lambda c: c.fine_tuning.jobs.with_raw_response.list_events(job_id, **params))
 
 
 # -- estimates -------------------------------------------------------------------------------------
