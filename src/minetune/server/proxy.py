@@ -4,7 +4,10 @@
 - ``POST /v1/chat/completions``: answered by the program named in ``model`` (``minetune/<program>``;
   ``minetune`` or any upstream model name means ``default``), streamed (SSE) or not; every answer
   is stored with the exact prompt sent upstream. The response ``id`` (also sent as the
-  ``X-Minetune-Response-Id`` header) is ``mt-<attempt id>``.
+  ``X-Minetune-Response-Id`` header) is ``mt-<attempt id>``. Every other request field and every
+  message shape pass through to the upstream unchanged, and its answer comes back as sent
+  (:meth:`minetune.gateway.Gateway.chat_completion`); each of ``n`` choices is an attempt
+  (``X-Minetune-Response-Ids``); an upstream refusal of the request keeps its status and error.
 - ``POST /v1/feedback`` ``{"response_id", "stars", "critique"?}``: rate an answer; learning runs in
   the background.
 
