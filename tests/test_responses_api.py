@@ -3,6 +3,7 @@ translated onto the chat-completions fake upstream, stored, rateable and continu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
@@ -185,13 +186,15 @@ def test_an_input_list_quoting_an_answer_is_praise_like_chat_completions(
         ({"store": False}, "store=false"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"reasoning": {"effort": "high"}}, "reasoning"),
-        ({"text": {"format": {"type": "json_object"}}}, "text"),
+        ({"text": {"format": {"type": "json_schema"}}}, "json_schema"),
+        ({"text": {"verbosity": "low"}}, "text"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "item_reference"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input_file"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}, "file_id"),
         ({"previous_response_id": "resp_123"}, "previous_response_id"),
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
-        ({"top_p": 0.5}, "top_p"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}, "function_call"),
+        ({"tools": [{"type": "web_search"}]}, "function tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"input": [{"type": "function_call_output", "output": "1"}]}, "call_id"),
     ],
 )
 def test_fields_that_cannot_be_honoured_are_a_400_and_nothing_goes_upstream(
@@ -247,3 +250,164 @@ def test_a_stream_that_breaks_ends_with_response_failed_and_is_stored_interrupte
         (attempt,) = s.scalars(select(Attempt)).all()
     assert (attempt.status, attempt.response) == ("interrupted", "Half an ans")
     store.close()
+
+
+WEATHER: Any = {
+    "type": "function",
+    "name": "weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}
+CHAT_WEATHER = {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
+
+
+def _create(client: openai.OpenAI, streaming: bool, **request: Any) -> tuple[Any, list[Any]]:
+    """(final response, events) of one Responses call, streamed (through the SDK's stream helper,
+    which checks every event against the snapshot it builds) or not."""
+    request.setdefault("model", "minetune")
+    if not streaming:
+        return client.responses.create(**request), []
+    with client.responses.stream(**request) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    return final, events
+
+
+@pytest.mark.parametrize("via", ["previous_response_id", "input_list"])
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+def test_function_tools_round_trip_are_stored_and_rateable(
+    fake_llm: FakeOpenAI, local: Local, streaming: bool, via: str
+) -> None:
+    settings, store = local
+    with serve_app(create_app(settings)) as url:
+        client = _client(url)
+        called, events = _create(
+            client, streaming, input="Weather in Paris?", tools=[WEATHER], tool_choice="auto",
+            parallel_tool_calls=False,
+        )  # fmt: skip
+        # The upstream got the chat form of the tools, and answered with a tool call.
+        asked = fake_llm.requests[-1]
+        assert asked["tools"] == [CHAT_WEATHER]
+        assert (asked["tool_choice"], asked["parallel_tool_calls"]) == ("auto", False)
+        assert asked["messages"][1:] == [{"role": "user", "content": "Weather in Paris?"}]
+        assert called.status == "completed" and called.output_text == ""
+        [call] = called.output
+        assert call.type == "function_call"
+        assert (call.name, call.call_id, json.loads(call.arguments)) == (
+            "weather", "call_fake_1", {"query": "Weather in Paris?"},
+        )  # fmt: skip
+        assert [t.name for t in called.tools] == ["weather"]
+        if streaming:
+            kinds = [e.type for e in events]
+            assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+            assert "response.function_call_arguments.delta" in kinds
+            assert kinds[-3:] == [
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+            done = next(e for e in events if e.type == "response.function_call_arguments.done")
+            assert done.arguments == call.arguments and done.item_id == call.id
+        # The tool call is stored with the attempt, and the response is rateable.
+        first = store.attempt(_attempt_id(called.id))
+        assert first.status == "complete"
+        assert first.extra is not None and first.extra["finish_reason"] == "tool_calls"
+        [stored_call] = first.extra["tool_calls"]
+        assert stored_call["id"] == "call_fake_1" and stored_call["function"]["name"] == "weather"
+        r = httpx.post(url + "/v1/feedback", json={"response_id": called.id, "stars": 4})
+        assert r.status_code == 200, r.text
+
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 24C"}
+        if via == "previous_response_id":
+            answered, _ = _create(
+                client, streaming, previous_response_id=called.id, input=[output], tools=[WEATHER]
+            )
+        else:
+            items: Any = [{"role": "user", "content": "Weather in Paris?"}]
+            items += [item.model_dump(exclude_none=True) for item in called.output] + [output]
+            answered, _ = _create(client, streaming, input=items, tools=[WEATHER])
+        r = httpx.post(url + "/v1/feedback", json={"response_id": answered.id, "stars": 5})
+        assert r.status_code == 200, r.text
+
+    assert answered.status == "completed" and answered.output_text == "tool said: sunny, 24C"
+    assert fake_llm.last["messages"][1:] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_fake_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": call.arguments},
+                },
+            ],
+        },  # fmt: skip
+        {"role": "tool", "tool_call_id": "call_fake_1", "content": "sunny, 24C"},
+    ]
+    second = store.attempt(_attempt_id(answered.id))
+    assert second.response == "tool said: sunny, 24C" and second.messages == fake_llm.last["messages"]
+    # The answer joins the tool call's conversation; both ratings are stored.
+    turns = [store.turn(a.turn_id) for a in (first, second)]
+    assert turns[0].conversation_id == turns[1].conversation_id
+    assert [(f.kind, f.stars) for f in store.attempt(first.id).feedback] == [("explicit", 4)]
+    assert [(f.kind, f.stars) for f in store.attempt(second.id).feedback] == [("explicit", 5)]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+def test_json_schema_top_p_tool_choice_and_images_reach_upstream(
+    fake_llm: FakeOpenAI, local: Local, streaming: bool
+) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    image = "data:image/png;base64," + "iVBORw0KGgo" * 50
+    fake_llm.queue("a red square")
+    with serve_app(create_app(local.settings)) as url:
+        response, _ = _create(
+            _client(url),
+            streaming,
+            input=[{"role": "user", "content": [
+                {"type": "input_text", "text": "What is in this picture?"},
+                {"type": "input_image", "image_url": image, "detail": "low"},
+            ]}],
+            text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+            top_p=0.5,
+            temperature=0.2,
+            max_output_tokens=40,
+            tools=[WEATHER],
+            tool_choice="none",
+        )  # fmt: skip
+    sent = fake_llm.last
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema, "strict": True},
+    }
+    assert (sent["top_p"], sent["temperature"], sent["max_tokens"]) == (0.5, 0.2, 40)
+    assert (sent["tools"], sent["tool_choice"]) == ([CHAT_WEATHER], "none")
+    assert sent["messages"][1:] == [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+    ]}]  # fmt: skip
+    assert json.loads(response.output_text) == {"answer": "a red square"}
+    assert response.text.format.type == "json_schema" and response.top_p == 0.5
+    attempt = local.store.attempt(_attempt_id(response.id))
+    assert attempt.response == response.output_text
+    # The image is stored by hash, never the data.
+    part = attempt.messages[-1]["content"][1]
+    assert part["image_url"]["url"].startswith("data:image/png;base64,minetune:sha256:")
+    assert "iVBORw0KGgo" not in json.dumps(attempt.messages)
+
+
+def test_json_object_output_and_local_backends_refuse_what_they_cannot_honour(
+    fake_llm: FakeOpenAI, local: Local
+) -> None:
+    with serve_app(create_app(local.settings)) as url:
+        response = _client(url).responses.create(
+            model="minetune", input="Give JSON.", text={"format": {"type": "json_object"}}
+        )
+    assert fake_llm.last["response_format"] == {"type": "json_object"}
+    assert json.loads(response.output_text) == {"answer": "reply 1"}
+    settings = load_settings(reoptimize=False, embedder=WORDS_EMBEDDER)
+    with serve_app(create_app(settings, model=BreaksMidStream())) as url:
+        r = httpx.post(url + "/v1/responses", json={"input": "hi", "top_p": 0.5})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "top_p"

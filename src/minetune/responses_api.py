@@ -1,17 +1,24 @@
 """The OpenAI Responses API over the chat-completions gateway: translate a request in, an answer out.
 
 ``POST /v1/responses`` (:mod:`minetune.server.responses`) turns a Responses request into the chat
-messages :class:`~minetune.gateway.Gateway` answers (so the program is rendered, the exchange is
-stored, and praise and feedback are learned from exactly as for ``/v1/chat/completions``), and the
-stored answer back into a ``response`` object or the Responses streaming events.
+request the gateway's pass-through answers (:meth:`~minetune.gateway.Gateway.chat_completion`,
+so the program is rendered, the exchange is stored with its tool calls, and praise and feedback are
+learned from exactly as for ``/v1/chat/completions``), and the upstream's ``chat.completion`` (or
+its chunks) back into a ``response`` object (or the Responses streaming events).
 
 - ``input`` is a string or a list of items: messages (``user``/``system``/``developer``/``assistant``,
-  content a string or ``input_text``/``output_text`` parts); ``instructions`` becomes the leading
-  system message.
+  content a string or ``input_text``/``output_text``/``input_image`` parts), ``function_call`` items
+  (an assistant message's ``tool_calls``) and ``function_call_output`` items (``tool`` messages);
+  ``instructions`` becomes the leading system message.
+- Function ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``text.format`` (``json_object``,
+  ``json_schema``: ``response_format``), ``temperature``, ``top_p`` and ``max_output_tokens``
+  (``max_tokens``) go upstream as their chat-completions forms; the answer's tool calls are
+  ``function_call`` output items (streamed as ``response.function_call_arguments.delta``/``.done``).
 - ``previous_response_id`` (a minetune response id, ``mt-<attempt id>``) continues that stored
   exchange: its messages (without the system prompt, like OpenAI, which does not carry instructions
-  over) and its answer come before the new input, so the turn joins that conversation and praise in
-  the new input is recorded on that answer.
+  over) and its answer (text and tool calls) come before the new input, so the turn joins that
+  conversation and praise in the new input is recorded on that answer. An input list that sends
+  back one of our ``function_call`` items (id ``fc_mt-<attempt id>_<n>``) joins that conversation too.
 - The response id is the attempt's, ``mt-<attempt id>``: rate it with ``POST /v1/feedback``.
 
 A field that cannot be honoured is a :class:`ResponsesError` (400), never silently dropped.
@@ -20,6 +27,7 @@ A field that cannot be honoured is a :class:`ResponsesError` (400), never silent
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +35,22 @@ from itertools import count
 from typing import Any
 
 from minetune.errors import MinetuneError, NotFoundError
-from minetune.gateway import Answer, AnswerStream, attempt_id_of
+from minetune.gateway import INLINE_REF, ChunkAnswerStream, attempt_id_of
 from minetune.store import Store
 from minetune.store.schema import COMPLETE
 
-__all__ = ["ResponsesError", "Translated", "response_events", "response_object", "translate"]
+__all__ = [
+    "ResponsesError",
+    "Translated",
+    "chat_response_format",
+    "chat_tool_choice",
+    "chat_tools",
+    "output_items",
+    "response_events",
+    "response_object",
+    "tool_messages",
+    "translate",
+]
 
 # Request fields honoured (or, for the advisory ones, echoed back in the response object).
 SUPPORTED = frozenset(
@@ -39,11 +58,12 @@ SUPPORTED = frozenset(
         "model", "input", "instructions", "stream", "stream_options", "temperature", "max_output_tokens",
         "previous_response_id", "store", "metadata", "user", "safety_identifier", "prompt_cache_key",
         "parallel_tool_calls", "truncation", "include", "background", "text", "tools", "tool_choice",
-        "reasoning", "service_tier",
+        "reasoning", "service_tier", "top_p",
     }
 )  # fmt: skip
 _ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 _TEXT_PARTS = {"input_text", "output_text", "text"}
+_OUR_CALL_ITEM = re.compile(r"fc_mt-(\d{1,10})_\d{1,6}")
 
 
 class ResponsesError(MinetuneError):
@@ -52,13 +72,14 @@ class ResponsesError(MinetuneError):
 
 @dataclass(frozen=True)
 class Translated:
-    """A Responses request as a chat exchange for the gateway, plus what the response echoes."""
+    """A Responses request as a chat request for the gateway's pass-through, plus what the
+    response echoes."""
 
     messages: list[dict[str, Any]]
-    temperature: float | None
-    max_tokens: int | None
+    params: dict[str, Any]  # chat-completions request fields (temperature, max_tokens, tools, ...)
     stream: bool
     echo: dict[str, Any] = field(default_factory=dict)  # request fields shown in the response object
+    continues: int | None = None  # the attempt whose conversation this input continues, when known
 
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
@@ -67,8 +88,9 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     if unknown:
         raise ResponsesError(
             f"Unsupported Responses API field(s): {', '.join(unknown)}. minetune's /v1/responses takes "
-            "model, input, instructions, previous_response_id, temperature, max_output_tokens, stream, "
-            "metadata and user."
+            "model, input, instructions, previous_response_id, temperature, top_p, max_output_tokens, "
+            "stream, tools (function tools), tool_choice, parallel_tool_calls, text.format, metadata "
+            "and user."
         )
     refusals = [
         ("store", body.get("store") is False,
@@ -80,21 +102,15 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
          "only truncation='disabled' is supported."),
         ("service_tier", body.get("service_tier") not in (None, "auto", "default"),
          "only service_tier 'auto' or 'default' is supported."),
-        ("tools", bool(body.get("tools")), "tools are not supported yet."),
-        ("tool_choice", body.get("tool_choice") not in (None, "auto", "none"),
-         "tool_choice is not supported without tools."),
+        ("tool_choice", not body.get("tools") and body.get("tool_choice") not in (None, "auto", "none"),
+         "a tool_choice other than auto or none needs tools."),
     ]  # fmt: skip
     for name, refused, why in refusals:
         if refused:
             raise ResponsesError(f"{name}: {why}")
     text = body.get("text")
-    if text is not None:
-        fmt = text.get("format") if isinstance(text, Mapping) else None
-        extra = set(text) - {"format"} if isinstance(text, Mapping) else {"?"}
-        if extra or (fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "text")):
-            raise ResponsesError(
-                "text: only the plain text format ({'format': {'type': 'text'}}) is supported."
-            )
+    if text is not None and (not isinstance(text, Mapping) or set(text) - {"format"}):
+        raise ResponsesError("text: only text.format (text, json_object or json_schema) is supported.")
 
 
 def _part_text(part: Any, where: str) -> str:
@@ -106,20 +122,41 @@ def _part_text(part: Any, where: str) -> str:
     raise ResponsesError(f"{where} has a {kind or 'malformed'} content part; only input_text is supported.")
 
 
-def _input_messages(raw: Any) -> list[dict[str, Any]]:
-    """``input`` (a string or a list of items) as chat messages."""
+def _chat_part(part: Any, where: str) -> dict[str, Any]:
+    """A user message's content part as a chat one: text, or an ``input_image`` as ``image_url``."""
+    kind = part.get("type") if isinstance(part, Mapping) else None
+    if kind != "input_image":
+        return {"type": "text", "text": _part_text(part, where)}
+    url = part.get("image_url")
+    if not isinstance(url, str) or not url:
+        raise ResponsesError(
+            f"{where} has an input_image without image_url (file_id images are not supported); send "
+            "image_url, a URL or a data: URL."
+        )
+    image: dict[str, Any] = {"url": url}
+    if part.get("detail") in ("low", "high", "auto"):
+        image["detail"] = part["detail"]
+    return {"type": "image_url", "image_url": image}
+
+
+def _input_messages(raw: Any, start: int = 1) -> list[dict[str, Any]]:
+    """``input`` message items (a string, or a list of message items, the first numbered
+    ``start`` in errors) as chat messages."""
     if isinstance(raw, str):
         return [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
         raise ResponsesError("input must be a string or a non-empty list of input items.")
     messages: list[dict[str, Any]] = []
-    for position, item in enumerate(raw, start=1):
+    for position, item in enumerate(raw, start=start):
         where = f"input item {position}"
         if not isinstance(item, Mapping):
             raise ResponsesError(f"{where} must be an object.")
         kind = item.get("type", "message")
         if kind != "message":
-            raise ResponsesError(f"{where} has type {kind!r}; only message items are supported.")
+            raise ResponsesError(
+                f"{where} has type {kind!r}; only message, function_call and function_call_output items "
+                "are supported."
+            )
         role = _ROLES.get(str(item.get("role")))
         if role is None:
             raise ResponsesError(
@@ -127,18 +164,28 @@ def _input_messages(raw: Any) -> list[dict[str, Any]]:
             )
         content = item.get("content")
         if isinstance(content, str):
-            text = content
+            messages.append({"role": role, "content": content})
         elif isinstance(content, list):
-            text = "\n".join(_part_text(part, where) for part in content)
+            images = any(isinstance(p, Mapping) and p.get("type") == "input_image" for p in content)
+            if images and role != "user":
+                raise ResponsesError(f"{where}: input_image parts are supported in user messages only.")
+            if images:
+                messages.append({"role": role, "content": [_chat_part(p, where) for p in content]})
+            else:
+                messages.append({"role": role, "content": "\n".join(_part_text(p, where) for p in content)})
         else:
             raise ResponsesError(f"{where} needs content: a string or a list of input_text parts.")
-        messages.append({"role": role, "content": text})
     return messages
 
 
-def _history(store: Store, previous_response_id: str) -> list[dict[str, Any]]:
+def _has_inline_reference(message: Mapping[str, Any]) -> bool:
+    return INLINE_REF in json.dumps(message.get("content"))
+
+
+def _history(store: Store, previous_response_id: str) -> tuple[list[dict[str, Any]], int]:
     """The stored exchange a ``previous_response_id`` names: its messages after the system prompt,
-    then its answer. NotFoundError for an id that is not one of this user's responses."""
+    then its answer (text and tool calls); and the attempt id. NotFoundError for an id that is not
+    one of this user's responses."""
     try:
         attempt = store.attempt(attempt_id_of(previous_response_id))
     except NotFoundError:
@@ -154,11 +201,66 @@ def _history(store: Store, previous_response_id: str) -> list[dict[str, Any]]:
     sent = [dict(m) for m in attempt.messages or []]
     while sent and sent[0].get("role") == "system":
         sent.pop(0)
-    return sent + [{"role": "assistant", "content": attempt.response or ""}]
+    if any(_has_inline_reference(m) for m in sent):
+        raise ResponsesError(
+            f"previous_response_id {previous_response_id} continues an exchange with inline (data:) "
+            "images or files, which minetune stores by hash only; send the conversation as input instead."
+        )
+    calls = (attempt.extra or {}).get("tool_calls")
+    answer: dict[str, Any] = {"role": "assistant", "content": attempt.response or (None if calls else "")}
+    if calls:
+        answer["tool_calls"] = calls
+    return sent + [answer], attempt.id
+
+
+def _continued_attempt(store: Store, items: Sequence[Any]) -> int | None:
+    """The attempt whose ``function_call`` items (ours: ``fc_mt-<id>_<n>``) the input sends back,
+    when it is this user's."""
+    for item in reversed(items):
+        if not isinstance(item, Mapping) or item.get("type") != "function_call":
+            continue
+        match = _OUR_CALL_ITEM.fullmatch(str(item.get("id") or ""))
+        if match is None:
+            continue
+        try:
+            return store.attempt(int(match.group(1))).id
+        except NotFoundError:
+            return None
+    return None
+
+
+def _chat_params(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The chat-completions request fields for a Responses request."""
+    params: dict[str, Any] = {}
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("max_output_tokens", "max_tokens"),
+    ):
+        if body.get(ours) is not None:
+            params[theirs] = body[ours]
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
+            raise ResponsesError("tools must be a list of tool objects.")
+        params["tools"] = chat_tools(tools)
+        if body.get("tool_choice") is not None:
+            params["tool_choice"] = chat_tool_choice(body["tool_choice"])
+        if body.get("parallel_tool_calls") is not None:
+            params["parallel_tool_calls"] = bool(body["parallel_tool_calls"])
+    text = body.get("text")
+    if isinstance(text, Mapping):
+        fmt = text.get("format")
+        if fmt is not None and not isinstance(fmt, Mapping):
+            raise ResponsesError("text.format must be an object: text, json_object or json_schema.")
+        response_format = chat_response_format(text)
+        if response_format is not None:
+            params["response_format"] = response_format
+    return params
 
 
 def translate(store: Store, body: Mapping[str, Any]) -> Translated:
-    """The chat exchange for a Responses request ``body`` (a decoded JSON object) of ``store``'s user."""
+    """The chat request for a Responses request ``body`` (a decoded JSON object) of ``store``'s user."""
     _refuse_unsupported(body)
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
@@ -166,10 +268,22 @@ def translate(store: Store, body: Mapping[str, Any]) -> Translated:
         messages.append({"role": "system", "content": instructions})
     elif instructions is not None and not isinstance(instructions, str):
         raise ResponsesError("instructions must be a string.")
+    continues = None
     previous = body.get("previous_response_id")
     if previous is not None:
-        messages += _history(store, str(previous))
-    messages += _input_messages(body.get("input"))
+        history, continues = _history(store, str(previous))
+        messages += history
+    raw = body.get("input")
+    if isinstance(raw, list) and raw:
+        for position, item in enumerate(raw, start=1):
+            if not isinstance(item, Mapping):
+                raise ResponsesError(f"input item {position} must be an object.")
+        messages += tool_messages(raw)
+        if continues is None:
+            continues = _continued_attempt(store, raw)
+    else:
+        messages += _input_messages(raw)
+    params = _chat_params(body)
     echo = {
         key: body.get(key)
         for key in ("instructions", "previous_response_id", "user", "safety_identifier", "prompt_cache_key")
@@ -177,19 +291,18 @@ def translate(store: Store, body: Mapping[str, Any]) -> Translated:
     echo["metadata"] = body.get("metadata") or {}
     echo["parallel_tool_calls"] = body.get("parallel_tool_calls", True)
     echo["tool_choice"] = body.get("tool_choice") or "auto"
+    echo["tools"] = [dict(t) for t in body.get("tools") or []]
     echo["max_output_tokens"] = body.get("max_output_tokens")
     echo["temperature"] = body.get("temperature")
-    return Translated(
-        messages=messages,
-        temperature=body.get("temperature"),
-        max_tokens=body.get("max_output_tokens"),
-        stream=bool(body.get("stream")),
-        echo=echo,
-    )
+    echo["top_p"] = body.get("top_p")
+    echo["text"] = {"format": dict((body.get("text") or {}).get("format") or {"type": "text"})}
+    return Translated(messages=messages, params=params, stream=bool(body.get("stream")), echo=echo,
+                      continues=continues)  # fmt: skip
 
 
-def _usage(prompt: int | None, completion: int | None) -> dict[str, Any]:
-    prompt, completion = prompt or 0, completion or 0
+def _usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    usage = usage or {}
+    prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -225,70 +338,150 @@ def _base(rid: str, model: str, created: float, echo: Mapping[str, Any]) -> dict
     }
 
 
-def response_object(answer: Answer, model: str, created: float, echo: Mapping[str, Any]) -> dict[str, Any]:
-    """The Responses API ``response`` object for a stored answer (``finish_reason`` length: incomplete)."""
-    cut = answer.finish_reason == "length"
-    status = "incomplete" if cut else "completed"
-    return _base(answer.response_id, model, created, echo) | {
-        "status": status,
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def _finished(
+    rid: str, model: str, created: float, echo: Mapping[str, Any], finish_reason: str | None,
+    output: list[dict[str, Any]], usage: Mapping[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    reason = _INCOMPLETE.get(finish_reason or "")
+    return _base(rid, model, created, echo) | {
+        "status": "incomplete" if reason else "completed",
         "completed_at": time.time(),
-        "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-        "output": [_message_item(answer.response_id, answer.text, status)],
-        "usage": _usage(answer.prompt_tokens, answer.completion_tokens),
+        "incomplete_details": {"reason": reason} if reason else None,
+        "output": output,
+        "usage": _usage(usage),
     }
 
 
-def response_events(
-    stream: AnswerStream, model: str, created: float, echo: Mapping[str, Any]
-) -> Generator[str, None, None]:
-    """The Responses streaming events (SSE) of a streamed answer, ending with ``response.completed``
-    (or ``response.incomplete`` when cut at max_output_tokens); an upstream failure mid-stream ends
-    with ``response.failed`` and the attempt is stored interrupted. Closing it closes the stream."""
-    rid = stream.response_id
-    numbers = count()
-    item_id = f"msg_{rid}"
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+def response_object(
+    rid: str, data: Mapping[str, Any], model: str, created: float, echo: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Responses API ``response`` object for the upstream's ``chat.completion`` ``data``
+    (stored as ``rid``): its first choice's text and tool calls as output items (``finish_reason``
+    length or content_filter: incomplete)."""
+    choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
+    choice = choices[0] if choices else {}
+    finish = choice.get("finish_reason")
+    status = "incomplete" if finish in _INCOMPLETE else "completed"
+    output = output_items(rid, choice.get("message") or {}, status) or [_message_item(rid, "", status)]
+    return _finished(rid, model, created, echo, finish, output, data.get("usage"))
 
-    def event(kind: str, **fields: Any) -> str:
-        data = {"type": kind, "sequence_number": next(numbers), **fields}
+
+class _Events:
+    """The Responses SSE events of one streamed answer, numbered in order."""
+
+    def __init__(self) -> None:
+        self._numbers = count()
+
+    def __call__(self, kind: str, **fields: Any) -> str:
+        data = {"type": kind, "sequence_number": next(self._numbers), **fields}
         return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
+
+def response_events(
+    stream: ChunkAnswerStream, model: str, created: float, echo: Mapping[str, Any]
+) -> Generator[str, None, None]:
+    """The Responses streaming events (SSE) of a streamed pass-through answer: text as
+    ``response.output_text.delta``, each tool call as a ``function_call`` item with
+    ``response.function_call_arguments.delta`` events, then the ``.done`` events and
+    ``response.completed`` (or ``response.incomplete`` when cut at max_output_tokens); an upstream
+    failure mid-stream ends with ``response.failed`` and the attempt is stored interrupted.
+    Closing it closes the stream."""
+    rid = stream.response_id
+    event = _Events()
     started = _base(rid, model, created, echo)
-    parts: list[str] = []
+    items: list[dict[str, Any]] = []  # output items in order (message: its text parts in "parts")
+    text_at: int | None = None
+    calls: dict[int, int] = {}  # the chat tool call's index -> its output index
+    finish: str | None = None
+    usage: Mapping[str, Any] | None = None
+    message_id = f"msg_{rid}"
+    empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+
+    def open_message() -> Generator[str, None, int]:
+        at = len(items)
+        items.append({"type": "message", "parts": []})
+        yield event("response.output_item.added", output_index=at,
+                    item=_message_item(rid, "", "in_progress") | {"content": []})  # fmt: skip
+        yield event("response.content_part.added", item_id=message_id, output_index=at, content_index=0,
+                    part=empty)  # fmt: skip
+        return at
+
     try:
         yield event("response.created", response=started)
         yield event("response.in_progress", response=started)
-        yield event(
-            "response.output_item.added",
-            output_index=0,
-            item=_message_item(rid, "", "in_progress") | {"content": []},
-        )
-        empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        yield event("response.content_part.added", **where, part=empty)
         try:
-            for delta in stream:
-                parts.append(delta)
-                yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+            for chunk in stream:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    if int(choice.get("index", 0)) != 0:
+                        continue
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if isinstance(content, str) and content:
+                        if text_at is None:
+                            text_at = yield from open_message()
+                        items[text_at]["parts"].append(content)
+                        yield event("response.output_text.delta", item_id=message_id, output_index=text_at,
+                                    content_index=0, delta=content, logprobs=[])  # fmt: skip
+                    for call in delta.get("tool_calls") or []:
+                        index = int(call.get("index", 0))
+                        function = call.get("function") or {}
+                        if index not in calls:
+                            calls[index] = len(items)
+                            item = {
+                                "id": f"fc_{rid}_{index}",
+                                "type": "function_call",
+                                "call_id": call.get("id") or f"call_{rid}_{index}",
+                                "name": function.get("name") or "",
+                                "arguments": "",
+                                "status": "in_progress",
+                            }
+                            items.append(item)
+                            yield event("response.output_item.added", output_index=calls[index], item=item)
+                        item = items[calls[index]]
+                        if function.get("name") and not item["name"]:
+                            item["name"] = function["name"]
+                        arguments = function.get("arguments") or ""
+                        if arguments:
+                            item["arguments"] += arguments
+                            yield event("response.function_call_arguments.delta", item_id=item["id"],
+                                        output_index=calls[index], delta=arguments)  # fmt: skip
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
         except MinetuneError as exc:
             error = {"code": "server_error", "message": str(exc)}
             yield event("response.failed", response=started | {"status": "failed", "error": error})
             return
     finally:
         stream.close()  # a no-op once the answer is complete
-    answer = stream.answer
-    assert answer is not None
-    final = response_object(answer, model, created, echo)
-    item = final["output"][0]
-    yield event("response.output_text.done", **where, text=answer.text, logprobs=[])
-    yield event("response.content_part.done", **where, part=item["content"][0])
-    yield event("response.output_item.done", output_index=0, item=item)
-    done = "response.completed" if final["status"] == "completed" else "response.incomplete"
-    yield event(done, response=final)
+    if not items:
+        yield from open_message()
+    status = "incomplete" if finish in _INCOMPLETE else "completed"
+    output: list[dict[str, Any]] = []
+    for at, item in enumerate(items):
+        if item["type"] == "message":
+            text = "".join(item["parts"])
+            done = _message_item(rid, text, status)
+            yield event("response.output_text.done", item_id=message_id, output_index=at, content_index=0,
+                        text=text, logprobs=[])  # fmt: skip
+            yield event("response.content_part.done", item_id=message_id, output_index=at, content_index=0,
+                        part=done["content"][0])  # fmt: skip
+        else:
+            done = item | {"status": status}
+            yield event("response.function_call_arguments.done", item_id=item["id"], output_index=at,
+                        arguments=item["arguments"])  # fmt: skip
+        yield event("response.output_item.done", output_index=at, item=done)
+        output.append(done)
+    final = _finished(rid, model, created, echo, finish, output, usage)
+    kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+    yield event(kind, response=final)
 
 
-# -- Function tools and JSON formats: the translation, ready for the gateway's chat pass-through ----
-# (not wired yet: /v1/responses refuses tools, function_call items and text.format json_schema
-# until the gateway forwards tools/response_format upstream and stores tool calls with the attempt).
+# -- Function tools and JSON formats: their chat-completions forms ---------------------------------
 
 
 def chat_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -339,6 +532,10 @@ def tool_messages(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for position, item in enumerate(items, start=1):
         kind = item.get("type", "message")
+        if kind in ("function_call", "function_call_output") and not isinstance(item.get("call_id"), str):
+            raise ResponsesError(f"input item {position} ({kind}) needs a call_id.")
+        if kind == "function_call" and not isinstance(item.get("name"), str):
+            raise ResponsesError(f"input item {position} (function_call) needs a name.")
         if kind == "function_call":
             call = {
                 "id": str(item.get("call_id")),
@@ -359,7 +556,7 @@ def tool_messages(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             )
             messages.append({"role": "tool", "tool_call_id": str(item.get("call_id")), "content": text})
         else:
-            messages += _input_messages([item])
+            messages += _input_messages([item], start=position)
     return messages
 
 
@@ -369,6 +566,9 @@ def output_items(rid: str, message: Mapping[str, Any], status: str = "completed"
     items = []
     if message.get("content"):
         items.append(_message_item(rid, str(message["content"]), status))
+    elif isinstance(message.get("refusal"), str) and message["refusal"]:
+        refusal = {"type": "refusal", "refusal": message["refusal"]}
+        items.append(_message_item(rid, "", status) | {"content": [refusal]})
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
         items.append(
