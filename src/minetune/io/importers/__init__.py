@@ -197,7 +197,7 @@ def import_file(
     if report.already_imported:
         report.notes.append("already imported: this file's content was imported into this program before")
     elif report.import_id is None:
-        pass
+        pass  # nothing was imported (the note above says so): nothing to learn from
     elif not learn:
         report.notes.append("demos and lessons not rebuilt (run `minetune optimize` to rebuild demos)")
     elif not settings.reoptimize:
