@@ -53,8 +53,6 @@ from minetune.store.exchanges import (
 from minetune.store.schema import ProgramVersion
 
 __all__ = [
-    "Answer",
-    "AnswerStream",
     "ChunkAnswerStream",
     "Gateway",
     "MessageTooLongError",
@@ -246,25 +244,6 @@ class Prepared:
         return self.messages if self.plain else [stored_message(m) for m in self.messages]
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A stored answer."""
-
-    attempt_id: int
-    turn_id: int
-    conversation_id: int
-    text: str
-    model_spec: str
-    latency_ms: float
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    finish_reason: str | None
-
-    @property
-    def response_id(self) -> str:
-        return response_id(self.attempt_id)
-
-
 class Gateway:
     """Answers chat requests for any user's :class:`Store`; one per server (holds the praise rules)."""
 
@@ -279,10 +258,6 @@ class Gateway:
         cached = self.recent.get(store.user_id, program_id, text)
         found = find_answer(store, program_id, text, cached) if cached is not None else None
         return found or find_answer(store, program_id, text)
-
-    def remember(self, store: Store, program_id: int, answer: Answer) -> None:
-        """Note an answer, so that the client quoting it back next turn is found by id."""
-        self.recent.put(store.user_id, program_id, answer.text, answer.attempt_id)
 
     def prepare(self, store: Store, program: str, raw_messages: Sequence[Mapping[str, Any]]) -> Prepared:
         """Validate and render a request; records praise of the previous answer (nothing else is
@@ -330,55 +305,6 @@ class Gateway:
             plain=plain,
         )
 
-    def complete(
-        self,
-        store: Store,
-        prepared: Prepared,
-        model: ChatModel,
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> Answer:
-        """Ask ``model`` and store the answer; upstream errors (ModelError) store nothing."""
-        start = time.perf_counter()
-        completion = model.complete(prepared.messages, **self._sampling(temperature, max_tokens))
-        latency = (time.perf_counter() - start) * 1000
-        ids = _record(store, self.settings, prepared, model.spec, completion, latency)
-        answer = _answer(ids, model.spec, completion, latency)
-        self.remember(store, prepared.version.program_id, answer)
-        return answer
-
-    def stream(
-        self,
-        store: Store,
-        prepared: Prepared,
-        model: ChatModel,
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> AnswerStream:
-        """Start streaming from ``model``; the attempt is stored (``streaming``, owned by this
-        process) before the first delta so its id is known. Errors connecting upstream (ModelError)
-        raise here and store nothing. Iterate the stream to the end, or close it."""
-        start = time.perf_counter()
-        upstream = model.stream(prepared.messages, **self._sampling(temperature, max_tokens))
-        pending = Completion(text="", model=model.spec)
-        try:
-            ids = _record(
-                store,
-                self.settings,
-                prepared,
-                model.spec,
-                pending,
-                0.0,
-                status=STREAMING,
-                stream_owner=this_owner(),
-            )
-        except BaseException:
-            upstream.close()
-            raise
-        return AnswerStream(self, store, prepared, ids, upstream, model.spec, start)
-
     def chat_completion(
         self, store: Store, prepared: Prepared, model: ChatModel, params: Mapping[str, Any]
     ) -> ProxyAnswer:
@@ -392,12 +318,6 @@ class Gateway:
     ) -> ChunkAnswerStream:
         """The raw pass-through, streamed: iterate the result for the upstream's chunk dicts."""
         return _chat_completion_stream(self, store, prepared, model, params)
-
-    def _sampling(self, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
-        return {
-            "temperature": self.settings.temperature if temperature is None else temperature,
-            "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
-        }
 
 
 class RecentAnswers:
@@ -428,106 +348,6 @@ class RecentAnswers:
             self._ids.move_to_end(key)
             while len(self._ids) > self.size:
                 self._ids.popitem(last=False)
-
-
-class AnswerStream:
-    """Iterate for the text deltas of a streamed answer. Its attempt is already stored (see
-    ``response_id``) as ``streaming``; it becomes ``complete`` only when upstream finished (a
-    ModelError for a stream that ends early), and ``interrupted``, keeping the text that arrived,
-    when the stream fails or is closed first (:meth:`close`: the client went away). Either way the
-    attempt is settled exactly once; one left ``streaming`` by a killed process is marked
-    ``interrupted`` at the next start-up (:func:`minetune.app.exchange.recover_streams`)."""
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        store: Store,
-        prepared: Prepared,
-        ids: ExchangeIds,
-        upstream: CompletionStream,
-        model_spec: str,
-        start: float,
-    ) -> None:
-        self._gateway = gateway
-        self._store = store
-        self._prepared = prepared
-        self.ids = ids
-        self._upstream = upstream
-        self._model_spec = model_spec
-        self._start = start
-        self._parts: list[str] = []
-        self._deltas: Iterator[str] | None = None
-        self._settled = False
-        self._lock = threading.Lock()
-        self.answer: Answer | None = None
-        self.interrupted = False
-
-    @property
-    def response_id(self) -> str:
-        return response_id(self.ids.attempt_id)
-
-    def __iter__(self) -> Iterator[str]:
-        if self._deltas is None:
-            self._deltas = self._run()
-        return self._deltas
-
-    def _run(self) -> Iterator[str]:
-        try:
-            for delta in self._upstream:
-                self._parts.append(delta)
-                yield delta
-        except BaseException:  # upstream failed, or the generator was closed (GeneratorExit)
-            self._interrupt()
-            raise
-        completion = self._upstream.completion
-        assert completion is not None
-        self._settle(completion)
-
-    def close(self) -> None:
-        """End the stream now, from any thread once no delta is being read: upstream is closed
-        and the attempt, unless it completed, is stored ``interrupted``. Idempotent."""
-        deltas = self._deltas
-        if deltas is not None and hasattr(deltas, "close"):
-            try:
-                deltas.close()  # GeneratorExit inside _run: interrupts and closes upstream
-            except ValueError:  # still executing in another thread; settle without it
-                log.warning("Stream %s closed while reading upstream", self.response_id)
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        try:
-            self._upstream.close()
-        except Exception:  # noqa: BLE001 - a backend failing to close must not hide the interruption
-            log.debug("Closing upstream of %s failed", self.response_id, exc_info=True)
-        self._settle(None)
-
-    def _settle(self, completion: Completion | None) -> None:
-        """Store the outcome once: complete with ``completion``, else interrupted with the text so far."""
-        with self._lock:
-            if self._settled:
-                return
-            self._settled = True
-        latency = (time.perf_counter() - self._start) * 1000
-        if completion is None:
-            self.interrupted = True
-            try:
-                interrupt_attempt(
-                    self._store,
-                    self.ids.attempt_id,
-                    response="".join(self._parts),
-                    latency_ms=round(latency, 3),
-                )
-            except Exception:  # the row stays 'streaming': never an answer, recovered at start-up
-                log.exception("Could not mark stream %s interrupted", self.response_id)
-            return
-        fields = _attempt_fields(self._prepared, self._model_spec, completion, latency)
-        finish_attempt(
-            self._store,
-            self.ids.attempt_id,
-            **{k: fields[k] for k in ("response", "latency_ms", "prompt_tokens", "completion_tokens")},
-        )
-        self.answer = _answer(self.ids, self._model_spec, completion, latency)
-        self._gateway.remember(self._store, self._prepared.version.program_id, self.answer)
 
 
 def record_feedback(
@@ -573,49 +393,11 @@ def _merge_system_raw(
     return head + kept[lead:]
 
 
-def _record(
-    store: Store,
-    settings: Settings,
-    prepared: Prepared,
-    model_spec: str,
-    completion: Completion,
-    latency: float,
-    **extra: Any,
-) -> ExchangeIds:
-    """Store the exchange (its conversation and turn as needed, and the message's embedding) with
-    ``completion`` as the attempt (``extra``: more attempt columns), in one transaction."""
-    return exchange.record_answer(
-        store,
-        settings,
-        prepared.version,
-        prepared.conversation_id,
-        prepared.user_message,
-        _attempt_fields(prepared, model_spec, completion, latency) | extra,
-        title=prepared.title,
-        source=SOURCE,
-        embedding=prepared.embedding,
-    )
-
-
 def _attempt_fields(
     prepared: Prepared, model_spec: str, completion: Completion, latency: float
 ) -> dict[str, Any]:
     return exchange.attempt_fields(
         prepared.version, model_spec, prepared.stored_messages, completion, latency, prepared.demos
-    )
-
-
-def _answer(ids: ExchangeIds, model_spec: str, completion: Completion, latency: float) -> Answer:
-    return Answer(
-        attempt_id=ids.attempt_id,
-        turn_id=ids.turn_id,
-        conversation_id=ids.conversation_id,
-        text=completion.text,
-        model_spec=model_spec,
-        latency_ms=round(latency, 3),
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        finish_reason=completion.finish_reason,
     )
 
 
