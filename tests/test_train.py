@@ -565,3 +565,60 @@ def _distance(a: Path, b: Path) -> float:
         load_file(str(b / "adapter_model.safetensors")),
     )
     return sum(float((left[k] - right[k]).pow(2).sum()) for k in left) ** 0.5
+
+
+# -- several processes (torchrun, gloo on CPU) -------------------------------------------------------------
+
+
+def test_processes_must_split_the_batch_and_the_resident_engine_trains_in_one() -> None:
+    with pytest.raises(TrainingError, match="divide evenly across 3 processes"):
+        TrainConfig(batch_size=4, processes=3).check("sft")
+    with pytest.raises(TrainingError, match="processes=2"):
+        engines.check_engine("sft", TrainConfig(engine="resident", processes=2))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_as_one(store: Store, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Two gloo processes each taking half of every batch reach the same adapter as one process."""
+    seed_program(store, tiny_model_dir, QUESTIONS[:12])
+    sets = examples_for(store, "p", "sft")
+    held_out = engines.EvalSets(targets=sets.train[:4])
+    results, progress = [], []
+    for processes in (1, 2):
+        cfg = config(steps=6, lr=5e-3, engine="trl", processes=processes)
+        results.append(
+            engines.fit(
+                tiny_model_dir,
+                "sft",
+                sets.train,
+                cfg,
+                tmp_path / f"p{processes}",
+                eval_sets=held_out,
+                on_progress=progress.append if processes == 2 else None,
+            )
+        )
+    one, two = results
+    assert two.adapter_dir is not None and (two.adapter_dir / "adapter_model.safetensors").is_file()
+    assert two.steps == one.steps == 6
+    assert [p["step"] for p in two.loss_curve] == [p["step"] for p in one.loss_curve]
+    for a, b in zip(one.loss_curve, two.loss_curve, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
+    assert two.after["valid_loss"] == pytest.approx(one.after["valid_loss"], rel=0.02)
+    assert two.after["valid_loss"] < two.before["valid_loss"]
+    assert {p.phase for p in progress} >= {"loading", "training", "done"}  # rank 0's reports arrived
+    assert not (tmp_path / "p2" / "distributed-run.json").exists()  # the file holding the text is gone
+
+
+@pytest.mark.slow
+def test_train_command_with_two_processes(store: Store, tiny_model_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from minetune.cli import app
+
+    seed_program(store, tiny_model_dir, QUESTIONS[:12])
+    args = ["--steps", "4", "--lr", "5e-3", "--rank", "8", "--max-length", "96", "--processes", "2"]
+    result = CliRunner().invoke(app, ["train", "-p", "p", "--method", "sft", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (job, _), *_ = jobs_db.list_jobs(store, "p", kind="local")
+    assert job.status == "succeeded" and job.hyperparameters["processes"] == 2
+    assert store.active_version("p").adapter is not None

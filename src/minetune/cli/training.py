@@ -39,6 +39,7 @@ def _train_config(**opts: Any) -> Any:
         "max_length": opts.get("max_length"),
         "threads": opts.get("threads"),
         "engine": opts.get("engine"),
+        "processes": opts.get("processes"),
     }
     return TrainConfig(**{k: v for k, v in fields.items() if v is not None})
 
@@ -52,6 +53,12 @@ def _training_options(fn: Any) -> Any:
         click.option("--rank", type=click.IntRange(min=1), help="LoRA rank (default 16)."),
         click.option("--max-length", type=click.IntRange(min=16), help="Tokens per example (default 1024)."),
         click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch."),
+        click.option(
+            "--processes",
+            type=click.IntRange(min=1),
+            help="Train with N DDP processes launched by torchrun (one per GPU, or gloo on CPU); "
+            "the batch size is split across them.",
+        ),
         click.option(
             "--engine",
             type=click.Choice(["auto", "trl", "resident"]),

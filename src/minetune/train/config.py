@@ -39,6 +39,8 @@ class TrainConfig:
     trains ``epochs`` epochs. ``ewc_lambda`` > 0 adds an elastic-weight-consolidation penalty
     that keeps a continued adapter near its parent where the parent's examples are sensitive.
     ``threads`` sets torch's CPU threads for the run (None leaves them alone).
+    ``processes`` > 1 trains with that many DDP processes (one per GPU, or gloo on CPU), each
+    taking ``batch_size / processes`` examples of every step.
     """
 
     epochs: float = 3.0
@@ -63,6 +65,7 @@ class TrainConfig:
     ewc_lambda: float = 0.0
     ewc_examples: int = 32
     engine: str = "auto"  # auto | trl | resident (see minetune.train.fast)
+    processes: int = 1  # > 1: DDP processes started by torchrun (see minetune.train.distributed)
 
     def lr(self, method: str) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[method]
@@ -87,6 +90,10 @@ class TrainConfig:
             problems.append("KTO needs a batch size of at least 2 (it estimates a KL term across the batch)")
         if self.rank < 1:
             problems.append("the LoRA rank must be at least 1")
+        if self.processes < 1:
+            problems.append("the number of training processes must be at least 1")
+        elif self.batch_size % self.processes:
+            problems.append(f"the batch size must divide evenly across {self.processes} processes")
         if not self.lr(method) > 0:
             problems.append("the learning rate must be above 0")
         if self.max_length < 16:

@@ -36,6 +36,7 @@ from minetune.train.config import (
     TrainingError,
 )
 from minetune.train.datasets import METHODS
+from minetune.train.distributed import fit_distributed, world_size
 from minetune.train.fast import RESIDENT, fit_resident
 from minetune.train.rows import encode, interleave_kto, trl_row
 from minetune.train.scoring import EvalSets, Scorer, answer_texts, score
@@ -107,6 +108,8 @@ def _trl_args(method: str, config: TrainConfig, out: Path, cuda: bool, precision
         "max_length": config.max_length,
         "dataloader_pin_memory": cuda,
         "dataset_num_proc": None,
+        # Under torchrun the Trainer wraps the model in DDP; NCCL needs GPUs, so CPU runs use gloo.
+        "ddp_backend": None if cuda or world_size() == 1 else "gloo",
     }
     if method == "sft":
         wanted["completion_only_loss"] = True
@@ -189,6 +192,9 @@ def fit(
 ) -> FitResult:
     """Train a LoRA adapter on ``examples`` and save it to ``work_dir/adapter``.
 
+    With ``config.processes`` > 1 the run is launched on that many DDP processes
+    (:mod:`minetune.train.distributed`).
+
     Checkpoints go to ``work_dir/checkpoints`` (``resume`` continues from the newest). With
     ``parent_adapter`` that adapter is trained further instead of a new one. ``eval_sets`` are
     scored before and after. When ``cancel`` is set (or on the first Ctrl-C in the main thread)
@@ -197,6 +203,20 @@ def fit(
     config.check(method)
     if not examples:
         raise TrainingError("There are no examples to train on.")
+    if config.processes > 1 and world_size() == 1:
+        return fit_distributed(
+            base_dir,
+            method,
+            examples,
+            config,
+            work_dir,
+            parent_adapter=parent_adapter,
+            eval_sets=eval_sets,
+            ewc_examples=ewc_examples,
+            on_progress=on_progress,
+            cancel=cancel,
+            resume=resume,
+        )
     if select_engine(method, config, resume=resume) is RESIDENT:
         return fit_resident(
             base_dir,
@@ -335,9 +355,10 @@ def fit(
     after = score(scorer, sets) if not sets.empty() else {}
     notify(Progress("saving", int(state.global_step), int(state.max_steps), None, None, runtime))
     adapter_dir = work_dir / "adapter"
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    trainer.model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
+    if trainer.is_world_process_zero():  # every process holds the same weights after DDP
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        trainer.model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
     log = last_log | {"train_loss_mean": float(getattr(output, "training_loss", float("nan")))}
     notify(
         Progress(
@@ -383,8 +404,8 @@ def select_engine(method: str, config: TrainConfig, *, resume: bool = False) -> 
     check_engine(method, config, resume=resume)
     if config.engine != "auto":
         return ENGINES[config.engine]
-    if resume or RESIDENT.problems(method, config):
-        return TRL
+    if resume or world_size() > 1 or RESIDENT.problems(method, config):
+        return TRL  # the resident trainer runs in one process
     import torch
 
     return RESIDENT if torch.cuda.is_available() else TRL
