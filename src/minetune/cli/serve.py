@@ -53,7 +53,11 @@ def serve(
         allowed_hosts=allowed_hosts,
         allowed_origins=allowed_origins,
     )
-    mode = "tokens required" if server_app.state.minetune.auth_required else "single local user, no login"
+    state = server_app.state.minetune
+    if state.auth_mode is None:
+        mode = "tokens required" if state.auth_required else "single local user until `minetune user add`"
+    else:
+        mode = "tokens required" if state.auth_mode else "single local user, no login"
     err.print(f"minetune serving on http://{host}:{port}/ ({mode}); proxy at /v1", highlight=False)
     hint = " (add the names clients use with --allowed-host)" if host in ("0.0.0.0", "::") else ""
     err.print(f"Answering Host names: {server_app.state.guards.describe_hosts()}{hint}", highlight=False)
@@ -74,17 +78,39 @@ def _database(ctx: click.Context) -> Any:
 @user_app.command("add")
 @click.argument("name")
 @click.option("--label", default="", help="A note on what the token is for.")
+@click.option(
+    "--keep-local",
+    is_flag=True,
+    help="First user only: leave the programs made before tokens with the hidden 'local' user.",
+)
 @click.pass_context
-def user_add(ctx: click.Context, name: str, label: str) -> None:
-    """Create user NAME (if new) and print a new token for it. Once a token exists, serve asks for one."""
-    from minetune.store.users import issue_token
+def user_add(ctx: click.Context, name: str, label: str, keep_local: bool) -> None:
+    """Create user NAME (if new) and print a new token for it. From then on a running server asks
+    every request for a token (no restart needed). The first user added takes over the programs
+    made before tokens existed, unless --keep-local."""
+    from rich.markup import escape
+
+    from minetune.store.users import adoptable_programs, issue_token
 
     db = _database(ctx)
     try:
-        token = issue_token(db, name, label)
+        adoptable = adoptable_programs(db, name)
+        token = issue_token(db, name, label, adopt_local=not keep_local)
     finally:
         db.close()
-    err.print(f"New token for {name} (shown once; keep it secret):", highlight=False)
+    if adoptable and not keep_local:
+        err.print(
+            f"{escape(name)} now owns the {adoptable} program(s) made before tokens existed "
+            "(the single-user data).",
+            highlight=False,
+        )
+    elif adoptable:
+        err.print(
+            f"The {adoptable} program(s) made before tokens stay with the hidden user 'local' "
+            "(`minetune user add local` gives a token for them).",
+            highlight=False,
+        )
+    err.print(f"New token for {escape(name)} (shown once; keep it secret):", highlight=False)
     click.echo(token)
 
 
@@ -110,11 +136,22 @@ def user_list(ctx: click.Context) -> None:
 @click.pass_context
 def user_revoke(ctx: click.Context, name: str) -> None:
     """Delete every token of NAME (its data stays)."""
-    from minetune.store.users import revoke_tokens
+    from rich.markup import escape
+
+    from minetune.store.users import any_tokens, revoke_tokens
 
     db = _database(ctx)
     try:
         count = revoke_tokens(db, name)
+        remaining = 1 if any_tokens(db) else 0
     finally:
         db.close()
-    out.print(f"Revoked {count} token(s) of {name}.")
+    out.print(
+        f"Revoked {count} token(s) of {escape(name)}; a running server refuses them from now on.",
+        highlight=False,
+    )
+    if remaining == 0:
+        out.print(
+            "No tokens remain: a server on 127.0.0.1 started without --auth answers without a token again.",
+            highlight=False,
+        )

@@ -39,8 +39,9 @@ def create_app(
     allowed_hosts: Sequence[str] = (),
     allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """Build the app. Auth is on when asked, when any token exists, or on a non-loopback host;
-    turning it off on a non-loopback host is refused.
+    """Build the app. Auth is on when asked or on a non-loopback host; on loopback by default it is
+    on while any token exists (checked per request, so new and revoked tokens count at once).
+    Turning it off on a non-loopback host is refused.
 
     ``allowed_hosts`` / ``allowed_origins`` add to the settings' (see :mod:`minetune.server.guards`).
     ``warm_up`` loads the demo embedder in the background at start-up, so the first request that
@@ -58,17 +59,17 @@ def create_app(
         (*settings.allowed_hosts, *allowed_hosts),
         (*settings.allowed_origins, *allowed_origins),
     )
-    state = ServerState.open(settings, auth_required=False, model=model)
-    tokens_exist = any_tokens(state.db)
-    if require_auth is None:
-        require_auth = tokens_exist or not is_loopback(host)
-    if require_auth and not tokens_exist:
+    state = ServerState.open(settings, auth_required=None, model=model)
+    # On loopback by default (require_auth None) auth follows the token table per request, so
+    # `minetune user add` / `user revoke` take effect at once; asked for, or off loopback, it is on.
+    forced = require_auth if require_auth is not None else (True if not is_loopback(host) else None)
+    if forced and not any_tokens(state.db):
         state.close()
         raise MinetuneError(
             f"Refusing to serve on {host} without authentication: no user tokens exist. "
             "Create one with `minetune user add NAME`, or bind to 127.0.0.1."
         )
-    state.auth_required = require_auth
+    state.auth_mode = forced
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

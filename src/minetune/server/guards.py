@@ -295,8 +295,8 @@ async def csrf_required(request: Request) -> None:
 async def csrf_unless_anonymous(request: Request) -> None:
     """Router dependency: like :func:`csrf_required`, except that when tokens are required a request
     with no login cookie is left to the auth check (it has no ambient authority to abuse: a 401)."""
-    from minetune.server.auth import COOKIE
+    from minetune.server.auth import COOKIE, tokens_required
 
-    if request.app.state.minetune.auth_required and not request.cookies.get(COOKIE):
+    if tokens_required(request) and not request.cookies.get(COOKIE):
         return
     await _check_csrf(request)

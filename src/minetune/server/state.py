@@ -16,11 +16,13 @@ from minetune.store.db import Database, open_engine
 
 @dataclass
 class ServerState:
-    """Shared by every request. ``auth_required`` is decided once at start-up."""
+    """Shared by every request. ``auth_mode``: True (tokens always required), False (never:
+    ``--no-auth`` on loopback), None (required once any token exists, checked per request: see
+    :mod:`minetune.server.auth`)."""
 
     settings: Settings
     db: Database
-    auth_required: bool
+    auth_mode: bool | None
     model_override: ChatModel | None = None  # tests inject a model; otherwise specs are resolved
     _stores: dict[str, Store] = field(default_factory=dict)
     _models: dict[tuple[Any, ...], ChatModel] = field(default_factory=dict)
@@ -35,7 +37,9 @@ class ServerState:
     upstream: UpstreamPool = field(default_factory=lambda: UpstreamPool(workers=64, per_user=16))
 
     @classmethod
-    def open(cls, settings: Settings, auth_required: bool, model: ChatModel | None = None) -> ServerState:
+    def open(
+        cls, settings: Settings, auth_required: bool | None, model: ChatModel | None = None
+    ) -> ServerState:
         """Open the database and mark jobs and streamed answers whose process died ``interrupted``
         (crash recovery)."""
         from minetune.app.exchange import recover_streams
@@ -46,6 +50,15 @@ class ServerState:
         recover_streams(db)
         upstream = UpstreamPool(workers=settings.upstream_workers, per_user=settings.user_concurrency)
         return cls(settings, db, auth_required, model, upstream=upstream)
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether tokens are required right now (the mode, or whether any token exists)."""
+        if self.auth_mode is not None:
+            return self.auth_mode
+        from minetune.store.users import any_tokens
+
+        return any_tokens(self.db)
 
     def store(self, user: str) -> Store:
         """The Store bound to ``user``: every query it makes is scoped to that user."""

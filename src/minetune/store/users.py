@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session
 
 from minetune.errors import MinetuneError
 from minetune.store.db import Database
-from minetune.store.schema import ApiToken, User
+from minetune.store.repo import DEFAULT_USER
+from minetune.store.schema import ApiToken, Program, User
 from minetune.store.text import check_name
 
 TOKEN_PREFIX = "mt_"
@@ -35,11 +37,36 @@ def _check_name(name: str) -> str:
     return check_name(name, "A user name")
 
 
-def issue_token(db: Database, user: str, label: str = "") -> str:
-    """Create ``user`` if needed and return a new token for it (shown once, stored hashed)."""
+def adoptable_programs(db: Database, user: str) -> int:
+    """How many programs of the single-user install (the hidden ``local`` user) a new ``user`` would
+    adopt: non-zero only for the first user added (no token exists, ``user`` is new)."""
+    with db.transaction() as s:
+        return _adoptable(s, user.strip())
+
+
+def _adoptable(s: Session, user: str) -> int:
+    if user == DEFAULT_USER or s.scalar(select(exists().where(ApiToken.id.is_not(None)))):
+        return 0
+    if s.scalar(select(User.id).where(User.name == user)) is not None:
+        return 0
+    local_id = s.scalar(select(User.id).where(User.name == DEFAULT_USER))
+    if local_id is None:
+        return 0
+    return int(s.scalar(select(func.count(Program.id)).where(Program.user_id == local_id)) or 0)
+
+
+def issue_token(db: Database, user: str, label: str = "", *, adopt_local: bool = False) -> str:
+    """Create ``user`` if needed and return a new token for it (shown once, stored hashed).
+
+    With ``adopt_local`` the first user added takes over the single-user data: the hidden
+    ``local`` user is renamed ``user`` (see :func:`adoptable_programs`), in the same transaction."""
     user = _check_name(user)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.transaction() as s:
+        if adopt_local and _adoptable(s, user):
+            local = s.scalars(select(User).where(User.name == DEFAULT_USER)).one()
+            local.name = user
+            s.flush()
         user_id = s.scalar(select(User.id).where(User.name == user))
         if user_id is None:
             row = User(name=user)
