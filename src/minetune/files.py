@@ -3,7 +3,7 @@ whatever the umask.
 
 - :func:`private_home` runs when a store opens (``Store.open``): it creates the home as 0700 and
   fixes an existing install — the home, its top-level files, and everything under the folders
-  minetune writes (``adapters/``, ``models/``, ``dspy-cache/``). Other folders someone put in the
+  minetune writes (``adapters/``, ``models/``, ``dspy-cache/``, ``audio/``). Other folders someone put in the
   home are left as they are (the 0700 home already closes them to other users).
 - :func:`private_tree` fixes one folder minetune has just written (an adapter, a job folder).
 - :func:`private_file` creates or fixes one file (the SQLite database before SQLite opens it, so
@@ -25,7 +25,7 @@ PRIVATE_UMASK = 0o077
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 # Folders under the home whose whole tree is minetune's (walked and fixed on open).
-OWNED_FOLDERS = ("adapters", "models", "dspy-cache")
+OWNED_FOLDERS = ("adapters", "models", "dspy-cache", "audio")
 
 
 def _fix(path: Path) -> None:

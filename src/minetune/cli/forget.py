@@ -109,6 +109,8 @@ def forget(
         lines.append(f"adapter {old} retrained as adapter {new}; its weights deleted")
     for folder in r.job_folders:
         lines.append(f"job folder deleted: {folder}")
+    if r.audio_files:
+        lines.append(f"audio files deleted: {len(r.audio_files)}")
     if r.hosted_files:
         done = r.hosted_files_deleted if not dry_run else r.hosted_files
         lines.append(f"hosted files deleted at the provider: {', '.join(done) or 'none'}")
