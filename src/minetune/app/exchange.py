@@ -25,9 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from minetune.config import Settings
 from minetune.errors import FeedbackError, MinetuneError
@@ -46,6 +44,9 @@ from minetune.store.exchanges import (
     record_exchange,
 )
 from minetune.store.schema import COMPLETE, ProgramVersion
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

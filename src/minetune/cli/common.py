@@ -52,3 +52,13 @@ def _store(ctx: click.Context) -> Any:
     from minetune.store import Store
 
     return Store.open(_settings(ctx))
+
+
+def _stats(ctx: click.Context, program: str | None) -> dict[str, Any]:
+    """``Store.stats`` of the local user through SQLAlchemy Core alone (no ORM, no schema import:
+    about 0.15 s less start-up for ``minetune stats``)."""
+    from minetune.store import DEFAULT_USER
+    from minetune.store.stats import read_stats
+
+    settings = _settings(ctx)
+    return read_stats(settings.home, settings.resolved_database_url, DEFAULT_USER, program)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from minetune.cli.common import _settings, _store, err, model_option, out, program_option
+from minetune.cli.common import _settings, _stats, _store, err, model_option, out, program_option
 from minetune.errors import MinetuneError
 
 
@@ -19,7 +19,7 @@ from minetune.errors import MinetuneError
 @click.pass_context
 def stats(ctx: click.Context, program: str | None, as_json: bool) -> None:
     """Turns, attempts, the star histogram, attempts-to-5★ and captures."""
-    data = _store(ctx).stats(program)
+    data = _stats(ctx, program)
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -15,11 +15,12 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from minetune.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy is imported where vectors are made, not when this module loads
+    import numpy as np
 
 MINILM = "minilm"
 DEFAULT_EMBEDDER = "minilm-int8"
@@ -96,6 +97,8 @@ class SentenceTransformerEmbedder:
         return self._encode(texts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vectors = self._model.encode(
@@ -138,10 +141,14 @@ def load_embedder(name: str = DEFAULT_EMBEDDER, home: Path | None = None) -> Emb
 
 
 def to_bytes(vector: np.ndarray) -> bytes:
+    import numpy as np
+
     return np.asarray(vector, dtype=np.float32).tobytes()
 
 
 def from_bytes(blob: bytes, dim: int) -> np.ndarray:
+    import numpy as np
+
     vector = np.frombuffer(blob, dtype=np.float32)
     if vector.shape != (dim,):
         raise ValueError(f"stored embedding has {vector.size} values, expected {dim}")

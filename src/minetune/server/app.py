@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minetune.config import Settings
 from minetune.errors import MinetuneError
@@ -22,6 +24,8 @@ from minetune.store.users import any_tokens
 # Larger bodies are refused as they arrive (server/limits.py); a single message is capped lower by the loop.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 STATIC_DIR = Path(__file__).parent / "static"
+# The embedder warm-up waits for the first answer, or this long when no request comes.
+WARM_UP_AFTER_S = 2.0
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -44,8 +48,9 @@ def create_app(
     Turning it off on a non-loopback host is refused.
 
     ``allowed_hosts`` / ``allowed_origins`` add to the settings' (see :mod:`minetune.server.guards`).
-    ``warm_up`` loads the demo embedder in the background at start-up, so the first request that
-    retrieves demos does not pay for it (``minetune serve`` sets it)."""
+    ``warm_up`` loads the demo embedder in the background once the server has answered its first
+    request, so the first request that retrieves demos does not pay for it and the load does not
+    slow start-up (``minetune serve`` sets it)."""
     from minetune.server.auth import is_loopback
     from minetune.server.guards import GuardMiddleware, Guards
 
@@ -71,11 +76,15 @@ def create_app(
         )
     state.auth_mode = forced
 
+    warm = EmbedderWarmUp(settings.embedder, settings.home) if warm_up and settings.reoptimize else None
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if warm_up and settings.reoptimize:
-            state.submit(_warm_embedder, settings.embedder, settings.home)
+        if warm is not None:
+            state.submit(warm.run)
         yield
+        if warm is not None:
+            warm.cancel()
         state.close()
 
     app = FastAPI(
@@ -84,6 +93,8 @@ def create_app(
     )
     app.state.minetune = state
     app.state.guards = guards
+    if warm is not None:
+        app.add_middleware(FirstAnswer, on_answer=warm.start)
     app.add_middleware(GuardMiddleware, guards=guards)
     _api_docs(app)
 
@@ -156,15 +167,61 @@ def _api_docs(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="minetune API")
 
 
-def _warm_embedder(name: str, home: Path) -> None:
-    import logging
+class EmbedderWarmUp:
+    """Loads the demo embedder in a background thread once :meth:`start` is called (the first
+    answer) or after ``WARM_UP_AFTER_S``: the load (onnxruntime and numpy, about a second of CPU)
+    would otherwise compete with start-up for the interpreter and the cores."""
 
-    try:
-        from minetune.learn.embed import load_embedder
+    def __init__(self, name: str, home: Path) -> None:
+        self.name, self.home = name, home
+        self._go = threading.Event()
+        self._cancelled = False
 
-        load_embedder(name, home)
-    except Exception as exc:  # the first request that needs it will report the problem
-        logging.getLogger("minetune.server").warning("Could not preload the embedder %s: %s", name, exc)
+    def start(self) -> None:
+        self._go.set()
+
+    def cancel(self) -> None:
+        """The server is stopping: a warm-up still waiting does nothing."""
+        self._cancelled = True
+        self._go.set()
+
+    def run(self) -> None:
+        import logging
+
+        self._go.wait(WARM_UP_AFTER_S)
+        if self._cancelled:
+            return
+        try:
+            from minetune.learn.embed import load_embedder
+
+            load_embedder(self.name, self.home)
+        except Exception as exc:  # the first request that needs it will report the problem
+            log = logging.getLogger("minetune.server")
+            log.warning("Could not preload the embedder %s: %s", self.name, exc)
+
+
+class FirstAnswer:
+    """ASGI middleware that calls ``on_answer`` once, when the first HTTP response has been sent
+    in full; after that it only passes requests through."""
+
+    def __init__(self, app: ASGIApp, on_answer: Callable[[], None]) -> None:
+        self.app = app
+        self.on_answer = on_answer
+        self.answered = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.answered or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_and_note(message: Message) -> None:
+            await send(message)
+            finished = message["type"] == "http.response.body" and not message.get("more_body", False)
+            if finished and not self.answered:
+                self.answered = True
+                self.on_answer()
+
+        await self.app(scope, receive, send_and_note)
 
 
 def _version() -> str:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from minetune.errors import StoreError
 from minetune.files import private_file
+
+if TYPE_CHECKING:  # the ORM loads with the first Database: minetune.store.stats runs on Core alone
+    from sqlalchemy.orm import Session
 
 # The newest migration in store/migrations/versions; tests check it matches Alembic's head.
 HEAD_REVISION = "0010_attempt_extra"
@@ -145,6 +147,8 @@ class Database:
     """An engine plus a session factory whose objects stay readable after commit."""
 
     def __init__(self, engine: Engine) -> None:
+        from sqlalchemy.orm import sessionmaker
+
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
