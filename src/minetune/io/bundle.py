@@ -55,6 +55,7 @@ ADAPTER_RECORDS = "adapters.json"
 EMBEDDINGS_SAFETENSORS = "embeddings.safetensors"
 EMBEDDINGS_NPY_DIR = "embeddings"
 ADAPTERS_DIR = "adapters"
+ADAPTER_MARK = "?adapter="  # how a model spec names its adapter (minetune.models.spec)
 
 _CHUNK = 1 << 20
 _MAX_MANIFEST_BYTES = 64 << 20
@@ -172,6 +173,17 @@ class _HashingStream:
     def __exit__(self, *exc: object) -> None:
         self.fh.close()
         self.writer.checksums[self.name] = self.digest.hexdigest()
+
+
+def _remap_spec_adapter(spec: str | None, moved_from: dict[str, str]) -> str | None:
+    """``spec`` with its ``?adapter=`` directory moved to where the bundle's copy was extracted
+    (a spec naming an adapter that was not bundled is left as it is)."""
+    if not spec:
+        return spec
+    head, mark, adapter = spec.partition(ADAPTER_MARK)
+    if not mark or adapter.strip() not in moved_from:
+        return spec
+    return f"{head}{mark}{moved_from[adapter.strip()]}"
 
 
 def _zip_time() -> tuple[int, int, int, int, int, int]:
@@ -844,17 +856,26 @@ def import_bundle(
         for dest in destinations.values():
             if dest.exists():
                 raise BundleError(f"{dest} already exists; move it away or import with --as NEW_NAME.")
+        moved_from: dict[str, str] = {}  # the source machine's adapter path -> where it lands here
         for version in bundle.dump.versions:
             bundled = version.get("adapter_bundled")
             if bundled is not None:
+                if version.get("adapter"):
+                    moved_from[version["adapter"]] = str(destinations[bundled])
                 version["adapter"] = str(destinations[bundled])
             if version.get("adapter") and len(version["adapter"]) > _MAX_LEN["adapter"]:
                 raise BundleError(f"The adapter path of version {version['number']} is too long.")
         for record in bundle.dump.adapters:
             if record.get("bundled") is not None:
+                moved_from.setdefault(record["path"], str(destinations[record["bundled"]]))
                 record["path"] = str(destinations[record["bundled"]])
             if len(record["path"]) > _MAX_LEN["path"]:
                 raise BundleError(f"The path of adapter {record['id']} is too long.")
+
+        for version in bundle.dump.versions:  # the spec serves the adapter too (`hf:BASE?adapter=DIR`)
+            version["model_spec"] = _remap_spec_adapter(version.get("model_spec"), moved_from)
+            if version["model_spec"] and len(version["model_spec"]) > _MAX_LEN["model_spec"]:
+                raise BundleError(f"The model spec of version {version['number']} is too long here.")
 
         staging = settings.home / ADAPTERS_DIR / f".incoming-{uuid.uuid4().hex}"
         moved: list[Path] = []
