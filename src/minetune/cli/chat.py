@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from minetune.cli.common import _settings, _store, err, model_option, out, program_option
 from minetune.errors import MinetuneError
@@ -54,8 +55,9 @@ def chat(ctx: click.Context, program: str, model: str | None, best_of: int) -> N
     with Session(Store.open(settings), settings, program, model or settings.model) as session:
         version = session.version
         out.print(
-            f"[bold]minetune[/] · program [cyan]{session.program}[/] v{version.number} · "
-            f"model [cyan]{session.model(version).spec}[/] · /help for commands"
+            f"[bold]minetune[/] · program [cyan]{escape(session.program)}[/] v{version.number} · "
+            f"model [cyan]{escape(session.model(version).spec)}[/] · /help for commands",
+            highlight=False,
         )
         lines = _input_lines(interactive)
         for line in lines:
@@ -63,7 +65,7 @@ def chat(ctx: click.Context, program: str, model: str | None, best_of: int) -> N
                 if not _chat_line(session, line.strip(), best_of):
                     break
             except MinetuneError as exc:
-                err.print(f"[red]error:[/] {exc}", highlight=False)
+                err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
                 if not interactive:
                     raise SystemExit(1) from None
 
@@ -88,7 +90,9 @@ def _chat_line(session: Any, line: str, best_of: int = 1) -> bool:
         _respond(lambda on_delta: session.send(line, on_delta=on_delta, best_of=best_of))
         if session.last_praise:
             out.print(
-                f"[green]★ praise noticed ({session.last_praise!r}): the previous answer was captured.[/]"
+                f"[green]★ praise noticed ({escape(repr(session.last_praise))}): "
+                "the previous answer was captured.[/]",
+                highlight=False,
             )
         return True
     command, _, rest = line.partition(" ")
@@ -96,7 +100,7 @@ def _chat_line(session: Any, line: str, best_of: int = 1) -> bool:
     if command in ("/quit", "/exit", "/q"):
         return False
     if command == "/help":
-        out.print(CHAT_HELP, highlight=False)
+        out.print(CHAT_HELP, markup=False, highlight=False)
     elif command == "/rate":
         from minetune.feedback import parse_rating_command
 
@@ -120,9 +124,9 @@ def _print_learning(report: Any) -> None:
     if report is None:
         return
     if report.rule:
-        out.print(f"[magenta]learned:[/] {report.rule} (now v{report.version})", highlight=False)
+        out.print(f"[magenta]learned:[/] {escape(report.rule)} (now v{report.version})", highlight=False)
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
 
 
 def _respond(call: Any) -> None:
@@ -130,11 +134,12 @@ def _respond(call: Any) -> None:
     response = call(lambda delta: out.print(delta, end="", markup=False, highlight=False, soft_wrap=True))
     out.print()
     out.print(
-        f"[dim]attempt {response.number} · {response.model} · v{response.version} · "
-        f"{response.latency_ms / 1000:.1f}s · /rate 1-5 [critique], /retry[/]"
+        f"[dim]attempt {response.number} · {escape(str(response.model))} · v{response.version} · "
+        f"{response.latency_ms / 1000:.1f}s · /rate 1-5 {escape('[critique]')}, /retry[/]",
+        highlight=False,
     )
     if response.note:
-        out.print(f"[dim]{response.note}[/]", highlight=False)
+        out.print(f"[dim]{escape(response.note)}[/]", highlight=False)
 
 
 # -- rating outside chat --------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from minetune.cli.common import _settings, _stats, _store, err, model_option, out, program_option
@@ -58,8 +61,8 @@ EXPORT_FORMATS = (
     "-o",
     "out_file",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="File to write.",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    help="File to write ('-': standard output).",
 )
 @click.option("--program", "-p", help="Only this program (default: all).")
 @click.option(
@@ -96,42 +99,69 @@ def export(
       capture-md    the capture markdown layout
 
     Every prompt is the turn's original prompt (system prompt, history, message); an answer is
-    accepted at --threshold stars or more, or when praised.
+    accepted at --threshold stars or more, or when praised. Every format imports back with
+    `minetune import`. With `--out -` the data goes to standard output and the summary to stderr.
     """
     if format not in EXPORT_FORMATS:
         raise MinetuneError(f"Unknown export format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
-    if format == "capture-md":
-        if split_files:
-            raise MinetuneError("--split applies to the JSONL training formats, not capture-md.")
-        from minetune.io.capture_md import write_captures
+    to_stdout = str(out_file) == "-"
+    if to_stdout and split_files:
+        raise MinetuneError("--split writes two files; it cannot write to standard output (--out -).")
+    report = err if to_stdout else out
+    with tempfile.TemporaryDirectory(prefix="minetune-export-") as scratch:
+        target = Path(scratch) / "export" if to_stdout else out_file
+        if format == "capture-md":
+            if split_files:
+                raise MinetuneError("--split applies to the JSONL training formats, not capture-md.")
+            from minetune.io.capture_md import write_captures
 
-        count = write_captures(_store(ctx).captures(program), out_file)
-        out.print(f"Wrote {count} capture(s) to {out_file}")
-        return
-    from minetune.train.datasets import export_dataset
+            count = write_captures(_store(ctx).captures(program), target)
+            if to_stdout:
+                _copy_to_stdout(target)
+            where = "standard output" if to_stdout else str(out_file)
+            report.print(f"Wrote {count} capture(s) to {where}", markup=False, highlight=False)
+            return
+        from minetune.train.datasets import export_dataset
 
-    result = export_dataset(
-        _store(ctx), format, out_file, program=program, split_files=split_files, threshold=threshold
+        result = export_dataset(
+            _store(ctx), format, target, program=program, split_files=split_files, threshold=threshold
+        )
+        if to_stdout:
+            _copy_to_stdout(target)
+    written = ", ".join(
+        f"{result.counts[k]} to {'standard output' if to_stdout else path}"
+        for k, path in result.files.items()
     )
-    written = ", ".join(f"{result.counts[k]} to {path}" for k, path in result.files.items())
     dataset = result.dataset
     extra = f" ({dataset.duplicates} duplicate(s) dropped)" if dataset.duplicates else ""
-    out.print(f"Wrote {dataset.method.upper()} examples as {format}: {written}{extra}", highlight=False)
+    report.print(
+        f"Wrote {dataset.method.upper()} examples as {format}: {written}{extra}",
+        markup=False,
+        highlight=False,
+    )
     if not dataset.eligibility.eligible:
-        err.print(f"[yellow]note:[/] {dataset.eligibility.summary()}", highlight=False)
+        err.print(f"[yellow]note:[/] {escape(dataset.eligibility.summary())}", highlight=False)
+
+
+def _copy_to_stdout(path: Path) -> None:
+    stream = click.get_binary_stream("stdout")
+    with path.open("rb") as fh:
+        shutil.copyfileobj(fh, stream)
+    stream.flush()
 
 
 IMPORT_LISTED_SKIPS = 20
 
 
 @click.command("import")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path, allow_dash=True))
 @program_option
 @click.option(
     "--format",
     "-f",
     "format",
-    help="chatgpt, openai-chat, openai-dpo, sharegpt, alpaca, capture-md or csv (default: detected).",
+    help="chatgpt, openai-chat, openai-dpo, trl-dpo, trl-kto, sharegpt, alpaca, capture-md or csv "
+    "(default: detected).",
 )
 @model_option
 @click.option("--no-learn", is_flag=True, help="Do not rebuild demos and lessons after importing.")
@@ -154,8 +184,10 @@ def import_cmd(
     verbose: bool,
     max_element_mb: int,
 ) -> None:
-    """Import history from PATH: a ChatGPT export (zip or folder), OpenAI chat or DPO JSONL,
-    ShareGPT, Alpaca, capture markdown, or CSV with prompt/response[/rating/critique] columns.
+    """Import history from PATH ('-': standard input): a ChatGPT export (zip or folder), OpenAI
+    chat or DPO JSONL, TRL DPO or KTO JSONL, ShareGPT, Alpaca, capture markdown, or CSV with
+    prompt/response[/rating/critique] columns (every `minetune export` format). A --program that
+    does not exist yet is created.
 
     Each file is imported all or nothing, and only once; imported ratings then rebuild the
     program's demos (and become lessons when a model is configured). Reads are bounded: a zip
@@ -167,32 +199,44 @@ def import_cmd(
         out.print(f"  skipped {item.where}: {item.reason}", markup=False, highlight=False)
 
     settings = _settings(ctx, model)
-    report = import_file(
-        _store(ctx),
-        settings,
-        path,
-        program=program,
-        format=format,
-        learn=not no_learn,
-        model=model or (ctx.find_root().obj or {}).get("model"),
-        on_skip=show if verbose else None,
-        limits=ImportLimits(element_chars=max_element_mb << 20),
-    )
+    with tempfile.TemporaryDirectory(prefix="minetune-import-") as scratch:
+        source = path
+        if str(path) == "-":
+            source = Path(scratch) / "stdin"
+            with source.open("wb") as fh:
+                shutil.copyfileobj(click.get_binary_stream("stdin"), fh)
+        report = import_file(
+            _store(ctx),
+            settings,
+            source,
+            program=program,
+            format=format,
+            learn=not no_learn,
+            model=model or (ctx.find_root().obj or {}).get("model"),
+            on_skip=show if verbose else None,
+            limits=ImportLimits(element_chars=max_element_mb << 20),
+            create_program=True,
+        )
+    name = "standard input" if str(path) == "-" else str(path)
+    if report.created_program:
+        out.print(f"Created program {program} (it did not exist).", markup=False, highlight=False)
     if report.already_imported:
-        out.print(f"Already imported {path} into {program}; nothing added.", highlight=False)
+        out.print(f"Already imported {name} into {program}; nothing added.", markup=False, highlight=False)
         return
     if report.import_id is None:
         out.print(
-            f"Nothing imported from {path} ({report.format}) into {program}: 0 conversations, "
+            f"Nothing imported from {name} ({report.format}) into {program}: 0 conversations, "
             f"{report.skipped} skipped.",
+            markup=False,
             highlight=False,
         )
     else:
         out.print(
-            f"Imported {path} ({report.format}) into {program}: {report.conversations} conversations, "
+            f"Imported {name} ({report.format}) into {program}: {report.conversations} conversations, "
             f"{report.turns} turns, {report.attempts} answers, {report.ratings} ratings "
             f"({report.critiques} with critique), {report.skipped} skipped · {report.elapsed_s:.1f} s"
             f" · import {report.import_id} (undo: minetune forget --import {report.import_id})",
+            markup=False,
             highlight=False,
         )
     if report.skipped and not verbose:
@@ -208,4 +252,4 @@ def import_cmd(
     for note in report.notes:
         out.print(note, markup=False, highlight=False)
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)

@@ -30,7 +30,16 @@ from zipfile import BadZipFile
 
 from minetune.config import Settings
 from minetune.errors import MinetuneError
-from minetune.io.importers import alpaca, capture_md, chatgpt, csv_table, openai_chat, openai_dpo, sharegpt
+from minetune.io.importers import (
+    alpaca,
+    capture_md,
+    chatgpt,
+    csv_table,
+    openai_chat,
+    openai_dpo,
+    sharegpt,
+    trl_preference,
+)
 from minetune.io.importers.base import (
     DEFAULT_LIMITS,
     MAX_LABEL_CHARS,
@@ -43,6 +52,7 @@ from minetune.io.importers.jsonstream import iter_array, iter_lines
 from minetune.io.importers.sources import Source, looks_binary
 from minetune.store import DEFAULT_PROGRAM, Store
 from minetune.store.imports import ImportCounts, NewConversation, already_imported, write_import
+from minetune.store.transfer import program_exists
 
 __all__ = [
     "FORMATS",
@@ -54,9 +64,22 @@ __all__ = [
     "import_file",
 ]
 
-FORMATS = ("chatgpt", "openai-chat", "openai-dpo", "sharegpt", "alpaca", "capture-md", "csv")
-RECORD_FORMATS = {  # JSON/JSONL formats, in the order a record is tried against them
+FORMATS = (
+    "chatgpt", "openai-chat", "openai-dpo", "trl-dpo", "trl-kto", "sharegpt", "alpaca", "capture-md", "csv"
+)
+class _RecordFormat:
+    """A JSON/JSONL format as a (matches, parse) pair."""
+
+    def __init__(
+        self, matches: Callable[[dict[str, Any]], bool], parse: Callable[..., Iterator[Any]]
+    ) -> None:
+        self.matches, self.parse = matches, parse
+
+
+RECORD_FORMATS: dict[str, Any] = {  # JSON/JSONL formats, in the order a record is tried against them
     "openai-dpo": openai_dpo,
+    "trl-dpo": _RecordFormat(trl_preference.matches_dpo, trl_preference.parse_dpo),
+    "trl-kto": _RecordFormat(trl_preference.matches_kto, trl_preference.parse_kto),
     "openai-chat": openai_chat,
     "sharegpt": sharegpt,
     "alpaca": alpaca,
@@ -90,6 +113,7 @@ class ImportReport:
     skipped_items: list[SkippedItem] = field(default_factory=list)
     skipped_by_reason: Counter[str] = field(default_factory=Counter)
     demo_candidates: int | None = None
+    created_program: bool = False  # the program did not exist and was created for this import
     lessons_learned: int = 0
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -142,8 +166,12 @@ def import_file(
     on_skip: Callable[[SkippedItem], None] | None = None,
     max_lessons: int = MAX_LESSONS,
     limits: ImportLimits = DEFAULT_LIMITS,
+    create_program: bool = False,
 ) -> ImportReport:
     """Import one file, zip or ChatGPT export folder into ``program``, all or nothing.
+
+    With ``create_program`` a missing ``program`` is created first (``report.created_program``);
+    the format is checked before, so a file that cannot be read creates nothing.
 
     A file (by content hash) already imported into the program is not imported again; conversations
     the program already has (same source id) are skipped. Unless ``learn`` is False, the demo index
@@ -158,6 +186,13 @@ def import_file(
         raise ImportFormatError(f"Unknown import format {format!r}; choose one of: {', '.join(FORMATS)}.")
     plan = _plan(path, format, limits)
     report = ImportReport(path=str(path), format=plan.format, program=program, sha256=plan.sha256)
+    if create_program and not program_exists(store, program):
+        try:
+            store.create_program(program)
+        except BaseException:
+            plan.close()
+            raise
+        report.created_program = True
 
     def skip(where: str, reason: str) -> None:
         where, reason = clip(where, MAX_LABEL_CHARS), clip(reason, MAX_LABEL_CHARS)
