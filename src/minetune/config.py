@@ -79,6 +79,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # other origins that may post to the server (serve)
     keys: tuple[tuple[str, str], ...] = ()  # [keys]: (base URL, NAME of the env var holding its key)
     model_roots: tuple[Path, ...] = ()  # folders web training may take base models from ([] = home/models)
+    queue: str = "local"  # where training jobs run: "local" threads, or "procrastinate" workers (PostgreSQL)
 
     @property
     def sqlite_path(self) -> Path:
@@ -264,5 +265,21 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         allowed_origins=_names(env.get("MINETUNE_ALLOWED_ORIGINS"), file_cfg, "allowed_origins"),
         keys=_keys(file_cfg.get("keys", {})),
         model_roots=_model_roots(env.get("MINETUNE_MODEL_ROOTS"), file_cfg.get("model_roots"), home_path),
+        queue=str(env.get("MINETUNE_QUEUE") or file_cfg.get("queue") or "local"),
     )
-    return settings.with_overrides(**overrides)
+    settings = settings.with_overrides(**overrides)
+    _check_queue(settings)
+    return settings
+
+
+QUEUES = ("local", "procrastinate")
+
+
+def _check_queue(settings: Settings) -> None:
+    if settings.queue not in QUEUES:
+        raise ConfigError(f"queue must be one of {', '.join(QUEUES)}, not {settings.queue[:40]!r}")
+    if settings.queue == "procrastinate" and not settings.resolved_database_url.startswith("postgresql"):
+        raise ConfigError(
+            "queue = \"procrastinate\" needs a PostgreSQL database (database_url / MINETUNE_DATABASE_URL): "
+            "its workers share the queue through it"
+        )

@@ -11,11 +11,11 @@ its heartbeat; :func:`recover` (at ``minetune serve`` start-up and before CLI co
 jobs) marks jobs whose owner died ``interrupted``. Cancelling sets a flag on the row, so a cancel
 from any process reaches the work through :meth:`JobContext.cancelled` and :attr:`JobContext.cancel`.
 
-This module runs work on threads of the process that submitted it (:class:`JobRunner`). The
-interface — ``submit(store, program, kind, work, payload=...)``, rows for status and progress,
-cancel by flag — is what a real queue (e.g. procrastinate on PostgreSQL, issue 16) would sit
-behind: a worker there would claim the same rows and call a handler registered by ``kind`` with
-the stored ``payload``.
+This module runs work on threads of the process that submitted it (:class:`JobRunner`). Kinds
+whose work can be rebuilt from the stored ``payload`` alone (training, continual updates) have a
+:data:`HANDLERS` entry; :func:`submit_stored` runs those here or, with ``queue = "procrastinate"``,
+hands them to ``minetune worker`` processes through :mod:`minetune.app.queue`, which claim the
+same rows and call the same handler.
 """
 
 from __future__ import annotations
@@ -315,6 +315,16 @@ class JobRunner:
                 worker.start()
         return handle
 
+    def run_queued(self, store: Store, record: JobRecord, work: Work) -> JobHandle:
+        """Run the already recorded queued job ``record`` in this thread (a queue worker's task)."""
+        handle = JobHandle(record.id, record.program, record.kind, store)
+        with self._lock:
+            self._active[record.id] = handle
+            self._remember(handle)
+        self._ensure_beater()
+        self._run(_Queued(handle, work, dict(record.payload or {})))
+        return handle
+
     def _remember(self, handle: JobHandle) -> None:
         self._handles[handle.id] = handle
         if len(self._handles) > 1000:
@@ -570,6 +580,76 @@ def submit(
     return runner().submit(store, program, kind, work, payload=payload, inline=inline, coalesce=coalesce)
 
 
+# -- jobs that run from their stored payload (here or on a worker) --------------------------------
+
+Handler = Callable[["JobContext", Settings], Any]
+HANDLERS: dict[str, Handler] = {}
+
+
+def _handler(kind: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+def submit_stored(
+    store: Store, settings: Settings, program: str, kind: str, payload: dict[str, Any]
+) -> JobHandle:
+    """Run a :data:`HANDLERS` kind from ``payload`` (JSON): on a ``minetune worker`` through the
+    PostgreSQL queue when ``settings.queue`` is ``procrastinate``, else on this process's threads."""
+    if kind not in HANDLERS:
+        raise MinetuneError(f"Jobs of kind {kind!r} cannot run from a stored payload.")
+    if settings.queue == "procrastinate":
+        from minetune.app import queue
+
+        return queue.enqueue(store, settings, program, kind, payload)
+    handle = runner(settings).submit(
+        store, program, kind, lambda ctx: HANDLERS[kind](ctx, settings), payload=payload
+    )
+    assert handle is not None
+    return handle
+
+
+def run_stored(store: Store, settings: Settings, job_id: int) -> JobHandle:
+    """Run the queued job ``job_id`` here, in this thread (a worker's task): claim it once its
+    program is free, run its kind's handler on its payload, record the end. A job that was
+    cancelled or already taken ends without running."""
+    record = jobs_db.get(store, job_id)
+    handler = HANDLERS[record.kind]
+    return runner(settings).run_queued(store, record, lambda ctx: handler(ctx, settings))
+
+
+@_handler("train")
+def _train_from_payload(ctx: JobContext, settings: Settings) -> Any:
+    """A local LoRA run (:func:`minetune.train.runs.train`) with the payload's ``options``."""
+    from minetune.train.config import TrainConfig
+    from minetune.train.runs import train
+
+    options = dict(ctx.payload.get("options") or {})
+    options["config"] = TrainConfig.from_dict(options.get("config") or {})
+    with training_progress(ctx) as on_progress:
+        outcome = train(
+            ctx.store,
+            settings,
+            ctx.program,
+            on_progress=on_progress,
+            cancel=ctx.cancel,
+            model_roots_only=bool(ctx.payload.get("model_roots_only")),
+            **options,
+        )
+    ctx.result.update(outcome_result(ctx, outcome))
+    if outcome.status in ("cancelled", "failed"):
+        ctx.ended_as(outcome.status, outcome.job.error if outcome.status == "failed" else None)
+    return outcome
+
+
+@_handler("continual")
+def _continual_from_payload(ctx: JobContext, settings: Settings) -> Any:
+    return _continual(ctx, settings, None)
+
+
 # -- learning after feedback ---------------------------------------------------------------------
 
 
@@ -600,6 +680,10 @@ def note_accepted(
     check is still queued nothing more is enqueued (it will see this answer too), so an update
     already running is followed by exactly one more check. Errors end up on the job row
     (:func:`last_update`), never raised here."""
+    if settings.queue == "procrastinate" and config is None:
+        if jobs_db.list_jobs(store, program, kinds=["continual"], statuses=["queued"], limit=1):
+            return None  # the queued check will see this answer too
+        return submit_stored(store, settings, program, "continual", {})
     return runner(settings).submit(
         store, program, "continual", lambda ctx: _continual(ctx, settings, config), coalesce=True
     )

@@ -16,7 +16,7 @@ from minetune.server import training_runs as runs_of
 from minetune.server.auth import current_user
 from minetune.server.charts import loss_chart
 from minetune.server.templating import render
-from minetune.server.training_runs import hosted_work, local_work
+from minetune.server.training_runs import hosted_work
 from minetune.server.validation import PathId, ProgramForm, ProgramQuery, check_text
 from minetune.server.webutil import (
     bad_request,
@@ -117,12 +117,18 @@ def training_page(
 
 
 def _launch(
-    request: Request, user: str, program: str, kind: str, method: str, work: Callable[[Any], Any]
+    request: Request,
+    user: str,
+    program: str,
+    kind: str,
+    method: str,
+    work: Callable[[Any], Any] | None,
+    payload: dict[str, Any] | None = None,
 ) -> Response:
-    """Start ``work`` as a ``kind`` job (409 while one of its kind is active) and reply 202 with
-    the run and where to follow its progress."""
+    """Start ``work`` (or the kind's stored handler on ``payload``) as a ``kind`` job (409 while
+    one of its kind is active) and reply 202 with the run and where to follow its progress."""
     state = server_state(request)
-    run = runs_of.start(user_store(request, user), state.settings, program, kind, work, method)
+    run = runs_of.start(user_store(request, user), state.settings, program, kind, work, method, payload)
     payload = run.as_dict() | {"progress": f"/training/runs/{run.id}"}
     return done(request, page_url("/training", program=run.record.program), payload, status=202)
 
@@ -160,12 +166,13 @@ def start_local(
     options = {
         "method": method,
         "base": base.strip() or None,
-        "config": config,
+        "config": config.to_dict(),
         "activate": activate,
         "threshold": threshold,
     }
-    work = local_work(server_state(request).settings, options)
-    return _launch(request, user, program, "train", method, work)
+    # A web user names server paths: only model folders under the roots.
+    stored = {"options": options, "model_roots_only": True}
+    return _launch(request, user, program, "train", method, None, stored)
 
 
 @router.post("/training/hosted")

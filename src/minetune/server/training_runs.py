@@ -133,10 +133,19 @@ def get(store: Store, run_id: str) -> RunView:
     return RunView(record)
 
 
-def start(store: Store, settings: Settings, program: str, kind: str, work: jobs.Work, method: str) -> RunView:
-    """Submit ``work`` as a ``kind`` job (409 while this user has an active run of its kind) and
-    wait until it has begun, queued behind another job of the program, or failed; a failure
-    before it did anything is a 400 with the library's message, and its row is removed."""
+def start(
+    store: Store,
+    settings: Settings,
+    program: str,
+    kind: str,
+    work: jobs.Work | None,
+    method: str,
+    payload: dict[str, Any] | None = None,
+) -> RunView:
+    """Submit ``work`` as a ``kind`` job — or, without ``work``, the kind's stored handler on
+    ``payload`` (run here or on a queue worker) — with a 409 while this user has an active run of
+    its kind, and wait until it has begun, queued, or failed; a failure before it did anything is
+    a 400 with the library's message, and its row is removed."""
     label = "hosted" if kind == "hosted" else "local"
     busy_kinds = ("hosted",) if kind == "hosted" else STARTED_BY_HAND
     busy = jobs_db.list_jobs(store, kinds=busy_kinds, statuses=jobs_db.ACTIVE, limit=1)
@@ -148,7 +157,11 @@ def start(store: Store, settings: Settings, program: str, kind: str, work: jobs.
             detail=f"A {label} training job is already running ({job}, program {other.program!r}); "
             "wait for it to finish or cancel it first.",
         )
-    handle = jobs.runner(settings).submit(store, program, kind, work, payload={"method": method})
+    handle: jobs.JobHandle | None
+    if work is None:
+        handle = jobs.submit_stored(store, settings, program, kind, {"method": method} | (payload or {}))
+    else:
+        handle = jobs.runner(settings).submit(store, program, kind, work, payload={"method": method})
     assert handle is not None
     handle.settled.wait(START_WAIT_S)
     record = handle.record()
@@ -179,30 +192,6 @@ def cancel(store: Store, settings: Settings, run: RunView, hosted_config: Callab
 
 
 # -- local LoRA ----------------------------------------------------------------------------------
-
-
-def local_work(settings: Settings, options: dict[str, Any]) -> jobs.Work:
-    """The job's work for a local LoRA run with ``options`` for :func:`minetune.train.lora.train`."""
-
-    def work(ctx: JobContext) -> Any:
-        from minetune.train.runs import train
-
-        with jobs.training_progress(ctx) as on_progress:
-            outcome = train(
-                ctx.store,
-                settings,
-                ctx.program,
-                on_progress=on_progress,
-                cancel=ctx.cancel,
-                model_roots_only=True,  # a web user names server paths: only model folders under the roots
-                **options,
-            )
-        ctx.result.update(jobs.outcome_result(ctx, outcome))
-        if outcome.status in ("cancelled", "failed"):
-            ctx.ended_as(outcome.status, outcome.job.error if outcome.status == "failed" else None)
-        return outcome
-
-    return work
 
 
 # -- hosted fine-tuning ------------------------------------------------------------------------------

@@ -24,7 +24,17 @@ from minetune.store.schema import JOB_KINDS, Job, Program, TrainingJob, User, ut
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
 # Kinds that must never run at the same time for one program share a lane.
-LANES = {"learn": "learn", "continual": "train", "train": "train", "retrain": "train", "hosted": "hosted"}
+# The owner of a job waiting on the PostgreSQL queue for a `minetune worker` (no process holds it yet,
+# so no heartbeat is expected until a worker claims it).
+QUEUE_OWNER = "queue"
+LANES = {
+    "learn": "learn",
+    "continual": "train",
+    "train": "train",
+    "retrain": "train",
+    "hosted": "hosted",
+    "eval": "eval",  # minetune eval only reads the store and calls models: it blocks nothing else
+}
 INTERRUPTED = "The process running this job stopped before it finished."
 
 
@@ -107,6 +117,21 @@ def create(
         s.add(job)
         s.flush()
         return _record(job, prog.name, store.user_name)
+
+
+def user_of(db: Database, job_id: int) -> str:
+    """The name of the user whose program job ``job_id`` belongs to (for operators: the CLI's
+    `minetune retry` and queue workers act on any user's job)."""
+    with db.transaction() as s:
+        name = s.execute(
+            select(User.name)
+            .join(Program, Program.user_id == User.id)
+            .join(Job, Job.program_id == Program.id)
+            .where(Job.id == job_id)
+        ).scalar_one_or_none()
+    if name is None:
+        raise NotFoundError(f"No job {job_id}.")
+    return str(name)
 
 
 def get(store: Store, job_id: int) -> JobRecord:
@@ -272,6 +297,8 @@ def mark_interrupted(
         ).all()
         now = utcnow()
         for job, program, user in rows:
+            if job.status == "queued" and job.owner == QUEUE_OWNER:
+                continue  # waiting for a worker, not abandoned
             beat_at = _aware(job.heartbeat_at)
             stale = stale_before is not None and (beat_at is None or beat_at < stale_before)
             if not (stale or dead_owner(job.owner)):
