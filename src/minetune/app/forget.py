@@ -5,17 +5,20 @@ library) takes turns, conversations, imports (every conversation a ``minetune im
 and its record), everything before a date, or everything (which includes the import records), and
 in ONE transaction:
 
-* deletes the turns with their attempts, feedback (ratings, critiques, praise texts), embeddings
-  and comparisons; conversations named, or left empty, go too;
+* deletes the turns with their attempts, feedback (ratings, critiques, praise texts), embeddings,
+  comparisons and evaluation items (``minetune eval``; the runs that held them are recounted from
+  the items left, see :func:`minetune.app.evaluate.recount_after_forget`); conversations named, or
+  left empty, go too;
 * redacts later prompts (``attempts.messages`` of every other attempt of the program, and the
-  stored prompts of A/B comparisons). **Choice:** a forgotten user message that appears as
-  conversation history is *dropped together with the assistant reply after it*, so what remains
-  is the conversation as if that exchange never happened (and datasets built from these prompts
-  train on a coherent history); a forgotten exchange shown as a demo (``User: …\\nAssistant: …``)
-  or a forgotten lesson line is removed from system prompts; any other occurrence of a forgotten
-  text (at least :data:`MIN_REDACT_CHARS` characters; also its whitespace-normalised and clipped
-  forms, as persona prompts quote them) is replaced by :data:`MARKER`. Everything else in the
-  record (model, latency, tokens, the rest of the messages) is kept;
+  stored prompts and answers of A/B comparisons and evaluation items). **Choice:** a forgotten user
+  message that appears as conversation history is *dropped together with the assistant reply after
+  it*, so what remains is the conversation as if that exchange never happened (and datasets built
+  from these prompts train on a coherent history); a forgotten exchange shown as a demo (``User:
+  …\\nAssistant: …``) or a forgotten lesson line is removed from system prompts; any other
+  occurrence of a forgotten text (at least :data:`MIN_REDACT_CHARS` characters; also its
+  whitespace-normalised and clipped forms, as persona prompts quote them) is replaced by
+  :data:`MARKER`. Everything else in the record (model, latency, tokens, the rest of the messages)
+  is kept;
 * re-titles conversations whose title came from a forgotten first message;
 * retires lessons learned from forgotten feedback and overwrites their text with :data:`MARKER`,
   publishing a version without them (as before);
@@ -50,10 +53,12 @@ from typing import Any
 
 import httpx
 
+from minetune.app.evaluate import recount_after_forget
 from minetune.config import Settings, load_settings
 from minetune.errors import MinetuneError
 from minetune.learn.persona import PERSONA_HEADING, Pair, categorize, compose_persona_prompt
 from minetune.store import Store
+from minetune.store import evals as evals_db
 from minetune.store import forget as forget_db
 from minetune.store.repo import new_version
 from minetune.store.schema import Program
@@ -155,6 +160,9 @@ class ForgetReport:
     conversation_ids: list[int] = field(default_factory=list)  # deleted
     attempts_redacted: list[int] = field(default_factory=list)
     comparisons_redacted: list[int] = field(default_factory=list)
+    eval_items: int = 0  # evaluation items of the forgotten turns (deleted with them)
+    eval_items_redacted: list[int] = field(default_factory=list)
+    eval_runs_deleted: list[int] = field(default_factory=list)  # runs left with no item
     titles_changed: list[int] = field(default_factory=list)
     versions_redacted: dict[str, list[int]] = field(default_factory=dict)  # program -> version numbers
     persona_rebuilt: dict[str, list[int]] = field(default_factory=dict)  # program -> version numbers
@@ -313,6 +321,20 @@ def forget(
                     for k, v in fields.items():
                         setattr(comp, k, v)
 
+        for item in evals_db.items_of_programs(s, scope.programs, own):
+            fields = {
+                k: redactor.text(v) if v is not None else v
+                for k in ("prompt", "reference", "answer_a", "answer_b")
+                for v in [getattr(item, k)]
+            }
+            if any(getattr(item, k) != v for k, v in fields.items()):
+                report.eval_items_redacted.append(item.id)
+                if not dry_run:
+                    for k, v in fields.items():
+                        setattr(item, k, v)
+        report.eval_items = evals_db.count_items(s, own)
+        eval_runs = evals_db.runs_with_turns(s, own)
+
         # Titles derived from a forgotten first message.
         first_gone = {(t.conversation_id, t.index) for t in gone}
         for conv in forget_db.conversations(s, scope.touched_conversations - scope.conversations):
@@ -388,6 +410,7 @@ def forget(
         else:
             report.conversation_ids = forget_db.conversations_left_empty(s, scope)
             report.conversations = forget_db.delete_scope(s, scope)
+            report.eval_runs_deleted = recount_after_forget(s, eval_runs)
             report.active_tainted = {
                 scope.names.get(p, str(p)): a for p, a in forget_db.serving_tainted(s, scope.programs).items()
             }

@@ -14,7 +14,19 @@ from pathlib import Path
 
 import click
 
-from minetune.cli import adapters, bundles, chat, data, finetune, forget, keys, programs, serve, training
+from minetune.cli import (
+    adapters,
+    bundles,
+    chat,
+    data,
+    evaluate,
+    finetune,
+    forget,
+    keys,
+    programs,
+    serve,
+    training,
+)
 from minetune.cli.common import err, model_option, out
 from minetune.errors import MinetuneError
 from minetune.files import PRIVATE_UMASK
@@ -55,6 +67,7 @@ for _command in (
     serve.serve,
     serve.user_app,
     keys.key_app,
+    evaluate.eval_cmd,
 ):
     app.add_command(_command)
 

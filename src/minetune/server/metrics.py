@@ -1,4 +1,5 @@
-"""The metrics page (server-rendered SVG plots) and the same numbers as JSON."""
+"""The metrics page (server-rendered SVG plots, the latest ``minetune eval`` runs) and the same
+numbers as JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from minetune import progress
+from minetune.app import evaluate
 from minetune.server.auth import current_user
 from minetune.server.charts import bar_chart, line_chart
 from minetune.server.validation import ProgramQuery
@@ -16,6 +18,8 @@ from minetune.server.webutil import not_found_as_404, program_page, user_store
 from minetune.store import DEFAULT_PROGRAM
 
 router = APIRouter()
+
+EVAL_RUNS = 5  # latest evaluation runs shown per program
 
 
 def _points(series: progress.Series) -> list[tuple[str, float]]:
@@ -29,6 +33,7 @@ def metrics_page(
     store = user_store(request, user)
     with not_found_as_404():
         m = progress.metrics(store, program)
+        evals = evaluate.latest_runs(store, program, EVAL_RUNS)
     charts = {
         "stars": line_chart(
             "chart-stars", f"Mean stars ({m.stars.bucket})", _points(m.stars), (0, 5), "No ratings yet."
@@ -57,6 +62,7 @@ def metrics_page(
         program,
         metrics=m,
         charts=charts,
+        evals=evals,
     )
 
 
@@ -67,4 +73,5 @@ def metrics_json(
     store = user_store(request, user)
     with not_found_as_404():
         m = progress.metrics(store, program)
-    return asdict(m) | {"total_cost": m.total_cost}
+        evals = evaluate.latest_runs(store, program, EVAL_RUNS)
+    return asdict(m) | {"total_cost": m.total_cost, "evals": [run.as_dict() for run in evals]}

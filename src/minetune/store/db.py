@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the ORM loads with the first Database: minetune.store.stats
     from sqlalchemy.orm import Session
 
 # The newest migration in store/migrations/versions; tests check it matches Alembic's head.
-HEAD_REVISION = "0010_attempt_extra"
+HEAD_REVISION = "0012_evals"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

@@ -458,6 +458,8 @@ TOUCHED_TABLES = (
     "turn_embeddings",
     "conversations",
     "comparisons",
+    "eval_items",
+    "eval_runs",
     "lessons",
     "program_versions",
     "judges",

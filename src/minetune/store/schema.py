@@ -360,7 +360,7 @@ class Comparison(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-JOB_KINDS = ("learn", "continual", "train", "retrain", "hosted")
+JOB_KINDS = ("learn", "continual", "train", "retrain", "hosted", "eval")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 _RUNNING = text("status = 'running'")
 
@@ -413,6 +413,53 @@ class Job(Base):
         ForeignKey("training_jobs.id", ondelete="SET NULL"), index=True
     )
 
+
+class EvalRun(Base):
+    """One ``minetune eval``: held-out rated prompts replayed through arms A and B and scored
+    (:mod:`minetune.app.evaluate`). ``wins``/``losses``/``ties`` are B's against A on ``basis``
+    (``judge`` or ``reference``); ``summary`` holds every number of the report (no text)."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = NEVER_REUSE_IDS
+    id: Mapped[int] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    arm_a: Mapped[str] = mapped_column(String(200))
+    arm_b: Mapped[str] = mapped_column(String(200))
+    version_a_id: Mapped[int | None] = mapped_column(ForeignKey("program_versions.id"))
+    version_b_id: Mapped[int | None] = mapped_column(ForeignKey("program_versions.id"))
+    model_a: Mapped[str] = mapped_column(String(1000))
+    model_b: Mapped[str] = mapped_column(String(1000))
+    basis: Mapped[str] = mapped_column(String(20))
+    wins: Mapped[int] = mapped_column(Integer, default=0)
+    losses: Mapped[int] = mapped_column(Integer, default=0)
+    ties: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EvalItem(Base):
+    """One held-out prompt of an eval run: both answers, their scores and the winner per basis.
+    It holds the turn's text, so forgetting the turn deletes it (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "eval_items"
+    __table_args__ = NEVER_REUSE_IDS
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(Text)
+    user_stars: Mapped[int | None] = mapped_column(Integer)
+    answer_a: Mapped[str] = mapped_column(Text)
+    answer_b: Mapped[str] = mapped_column(Text)
+    judge_a: Mapped[float | None] = mapped_column(Float)
+    judge_b: Mapped[float | None] = mapped_column(Float)
+    exact_a: Mapped[bool | None] = mapped_column()
+    exact_b: Mapped[bool | None] = mapped_column()
+    fuzzy_a: Mapped[float | None] = mapped_column(Float)
+    fuzzy_b: Mapped[float | None] = mapped_column(Float)
+    judge_winner: Mapped[str | None] = mapped_column(String(10))
+    reference_winner: Mapped[str | None] = mapped_column(String(10))
 
 @event.listens_for(Session, "before_flush")
 def _versions_are_immutable(session: Session, _ctx: Any, _instances: Any) -> None:
