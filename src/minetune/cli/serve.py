@@ -22,6 +22,9 @@ from minetune.cli.common import _settings, err, model_option, out
               help="Also answer requests for this Host name (repeatable; loopback names always).")
 @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
               help="Also accept posts and CORS preflights from ORIGIN, e.g. https://app.lan (repeatable).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="MINETUNE_LOG_FORMAT",
+              default="text", show_default=True,
+              help="json: one JSON object per line on stderr (with every request: method, path, status).")
 @model_option
 @click.pass_context
 def serve(
@@ -31,6 +34,7 @@ def serve(
     auth: bool | None,
     allowed_hosts: tuple[str, ...],
     allowed_origins: tuple[str, ...],
+    log_format: str,
     model: str | None,
 ) -> None:
     """Serve the web app and the OpenAI-compatible learning proxy.
@@ -61,7 +65,12 @@ def serve(
     err.print(f"minetune serving on http://{host}:{port}/ ({mode}); proxy at /v1", highlight=False)
     hint = " (add the names clients use with --allowed-host)" if host in ("0.0.0.0", "::") else ""
     err.print(f"Answering Host names: {server_app.state.guards.describe_hosts()}{hint}", highlight=False)
-    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+    if log_format == "json":
+        from minetune.server.jsonlog import uvicorn_log_config
+
+        uvicorn.run(server_app, host=host, port=port, log_config=uvicorn_log_config())
+    else:
+        uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
 
 @click.group("user")

@@ -148,6 +148,9 @@ def create_app(
     from minetune.server import responses
 
     app.include_router(responses.router)
+    from minetune.server import health
+
+    app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -37,6 +37,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minetune.errors import ConfigError
 
+# Liveness/readiness probes (minetune.server.health): answered whatever the Host header says.
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -146,6 +149,8 @@ class Guards:
 
     def check(self, method: str, path: str, scheme: str, headers: Headers) -> Response | None:
         """The refusal for a request, or None when it may go on (preflights are answered here)."""
+        if method == "GET" and path in HEALTH_PATHS:
+            return None  # probes from a load balancer name the backend's address; they reveal nothing
         host_header = headers.get("host")
         hostname = _hostname(host_header) if host_header else None
         if hostname is None or not self.host_allowed(hostname):
