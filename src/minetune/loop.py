@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 from types import TracebackType
+from typing import Any
 
 from minetune.app import exchange
 from minetune.app.exchange import MAX_MESSAGE_CHARS, Learning, Recorded
@@ -38,6 +40,8 @@ from minetune.store.schema import COMPLETE, Attempt, ProgramVersion
 __all__ = ["MAX_MESSAGE_CHARS", "Response", "Session"]
 
 DeltaCallback = Callable[[str], None]
+# finish_reason of an answer the user stopped mid-stream (Session.send/retry with ``stop``).
+STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,13 @@ class Session:
                 self._model = resolve_model(self.settings, spec)
         return self._model
 
-    def _generate(self, messages: list[Message], on_delta: DeltaCallback | None) -> tuple[Completion, float]:
+    def _generate(
+        self, messages: list[Message], on_delta: DeltaCallback | None, stop: Event | None = None
+    ) -> tuple[Completion, float]:
+        """The model's answer to ``messages`` (streamed to ``on_delta`` when given). When ``stop``
+        is set mid-stream the stream is closed and the text so far is the answer, with
+        ``finish_reason`` :data:`STOPPED`: the user chose to stop there, so it is a complete
+        answer that can be rated (unlike a stream cut by a failure, which is ``interrupted``)."""
         model = self.model()
         start = time.perf_counter()
         temperature, max_tokens = self.settings.temperature, self.settings.max_tokens
@@ -130,11 +140,25 @@ class Session:
             completion = model.complete(messages, temperature=temperature, max_tokens=max_tokens)
         else:
             stream = model.stream(messages, temperature=temperature, max_tokens=max_tokens)
+            parts: list[str] = []
             for delta in stream:
+                parts.append(delta)
                 on_delta(delta)
-            assert stream.completion is not None
-            completion = stream.completion
+                if stop is not None and stop.is_set():
+                    stream.close()
+                    break
+            if stream.completion is None:  # stopped before the end
+                completion = Completion(text="".join(parts), model=model.spec, finish_reason=STOPPED)
+            else:
+                completion = stream.completion
         return completion, (time.perf_counter() - start) * 1000
+
+    @staticmethod
+    def _fields(completion: Completion, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` of a stored attempt, marked ``extra.stopped`` when the user stopped it."""
+        if completion.finish_reason == STOPPED:
+            fields["extra"] = {"finish_reason": STOPPED}
+        return fields
 
     def _response(self, attempt: Attempt, version: ProgramVersion, note: str | None = None) -> Response:
         self.last = Response(
@@ -185,8 +209,15 @@ class Session:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def send(self, message: str, on_delta: DeltaCallback | None = None, best_of: int = 1) -> Response:
+    def send(
+        self,
+        message: str,
+        on_delta: DeltaCallback | None = None,
+        best_of: int = 1,
+        stop: Event | None = None,
+    ) -> Response:
         """Answer a new user message. Praise in it is recorded on the previous answer first.
+        Setting ``stop`` while the answer streams keeps the text so far as the answer.
 
         With ``best_of`` > 1, that many answers are sampled and the personal judge picks one
         (the first sample while the judge has too little data); the note says which.
@@ -212,8 +243,11 @@ class Session:
             if on_delta is not None:
                 on_delta(completion.text)
         else:
-            completion, latency = self._generate(messages, on_delta)
-        fields = exchange.attempt_fields(version, self.model().spec, messages, completion, latency, demos)
+            completion, latency = self._generate(messages, on_delta, stop)
+        spec = self.model().spec
+        fields = self._fields(
+            completion, exchange.attempt_fields(version, spec, messages, completion, latency, demos)
+        )
         ids = exchange.record_answer(
             self.store,
             self.settings,
@@ -280,7 +314,9 @@ class Session:
         assert recorded.stars is not None
         return recorded.stars
 
-    def retry(self, critique: str | None = None, on_delta: DeltaCallback | None = None) -> Response:
+    def retry(
+        self, critique: str | None = None, on_delta: DeltaCallback | None = None, stop: Event | None = None
+    ) -> Response:
         """Answer the latest message again with every earlier attempt's rating and critique folded in.
 
         A critique given here is recorded on the latest answer first. Each retry is a fresh sample.
@@ -302,10 +338,12 @@ class Session:
         turns = self.store.conversation_turn_ids(turn.conversation_id)
         demos, _ = self.learner.demos_for(turn.user_message, turns)
         messages = render_messages(version, turn.user_message, history, priors, demos)
-        completion, latency = self._generate(messages, on_delta)
+        completion, latency = self._generate(messages, on_delta, stop)
         latest_critique = priors[-1].critique if priors else None
-        fields = exchange.attempt_fields(
-            version, self.model().spec, messages, completion, latency, demos, latest_critique
+        spec = self.model().spec
+        fields = self._fields(
+            completion,
+            exchange.attempt_fields(version, spec, messages, completion, latency, demos, latest_critique),
         )
         attempt = self.store.add_attempt(turn.id, **fields)
         return self._response(attempt, version)

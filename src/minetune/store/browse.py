@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import selectinload
 
 from minetune.errors import NotFoundError, StoreError
@@ -75,8 +75,11 @@ def attempt_location(store: Store, attempt_id: int) -> tuple[str, int, int]:
     return str(row[0]), int(row[1]), int(row[2])
 
 
-def conversations(store: Store, program: str, limit: int = 200) -> list[ConversationSummary]:
-    """The program's conversations, newest first, with their number of turns."""
+def conversations(
+    store: Store, program: str, limit: int = 200, ids: list[int] | None = None
+) -> list[ConversationSummary]:
+    """The program's conversations (not their branches, see store/branches.py), newest first, with
+    their number of turns; only those in ``ids`` when given."""
     with store.db.transaction() as s:
         prog = store.program_row(s, program)
         counts = (
@@ -85,7 +88,8 @@ def conversations(store: Store, program: str, limit: int = 200) -> list[Conversa
         rows = s.execute(
             select(Conversation.id, Conversation.title, Conversation.created_at, counts.c.n)
             .outerjoin(counts, counts.c.conversation_id == Conversation.id)
-            .where(Conversation.program_id == prog.id)
+            .where(Conversation.program_id == prog.id, Conversation.parent_id.is_(None))
+            .where(Conversation.id.in_(ids) if ids is not None else true())
             .order_by(Conversation.id.desc())
             .limit(limit)
         ).all()

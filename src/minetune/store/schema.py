@@ -112,6 +112,13 @@ class Conversation(Base):
     external_id: Mapped[str | None] = mapped_column(String(300), index=True)
     # The import that brought it in (None for chat, proxy and bundles), so an import can be forgotten.
     import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id", ondelete="SET NULL"), index=True)
+    # A branch (an edited and resent message, see store/branches.py): the conversation it was forked
+    # from and the turn index where it leaves it; its own turns start at that index. SET NULL: a
+    # branch whose parent is forgotten stays, as a conversation of its own.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), index=True
+    )
+    fork_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     turns: Mapped[list[Turn]] = relationship(
         back_populates="conversation", order_by="Turn.index", cascade="all, delete-orphan"
