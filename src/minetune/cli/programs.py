@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from minetune.cli.common import _settings, _store, err, model_option, out, program_option
@@ -174,29 +175,51 @@ def lessons_app() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def lessons_list(ctx: click.Context, program: str, show_all: bool, as_json: bool) -> None:
-    """Show the rules of a program (active ones by default)."""
+    """Show the rules the program's active version uses (--all: every rule, with its status).
+
+    A rule's status is ``active`` only while the active version carries it: after `program rollback`
+    to a version without it, it reads ``not in vN``."""
+    store = _store(ctx)
+    version = store.active_version(program)
+    in_use = {lesson["id"] for lesson in version.lessons or [] if isinstance(lesson, dict) and "id" in lesson}
+
+    def status(lesson: Any) -> str:
+        if lesson.status == "active" and lesson.id not in in_use:
+            return f"not in v{version.number}"
+        return str(lesson.status)
+
     rows = [
         {
             "id": lesson.id,
             "text": lesson.text,
-            "status": lesson.status,
+            "status": status(lesson),
             "origin": lesson.origin,
             "feedback_id": lesson.feedback_id,
             "superseded_by": lesson.superseded_by_id,
             "created_at": lesson.created_at.isoformat(timespec="seconds"),
         }
-        for lesson in _store(ctx).lessons(program, include_inactive=show_all)
+        for lesson in store.lessons(program, include_inactive=True)
+        if show_all or lesson.id in in_use
     ]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
-        out.print("No rules yet. Rate an answer with a critique, or add one: minetune lessons add TEXT")
+        out.print(
+            f"No rules in {program} v{version.number}. Rate an answer with a critique, or add one: "
+            "minetune lessons add TEXT",
+            markup=False,
+            highlight=False,
+        )
         return
     table = Table("id", "rule", "status", "origin", "from feedback")
     for row in rows:
         table.add_row(
-            str(row["id"]), row["text"], row["status"], row["origin"], str(row["feedback_id"] or "—")
+            str(row["id"]),
+            escape(row["text"]),
+            row["status"],
+            escape(row["origin"]),
+            str(row["feedback_id"] or "—"),
         )
     out.print(table)
 

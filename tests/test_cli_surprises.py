@@ -1,0 +1,61 @@
+"""The CLI without surprises (issue 14): text in [brackets] is printed, not eaten as Rich markup;
+`lessons list` follows the active version (after a rollback a rule the version lacks is not
+"active"). Every check runs at a narrow and a wide terminal, so none depends on the width."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fakes import FakeOpenAI
+
+WIDTHS = ("40", "300")
+
+
+def run(
+    *args: str, columns: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "minetune.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": columns, "MINETUNE_REOPTIMIZE": "false", **(env or {})},
+        timeout=120,
+    )
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_chat_help_and_hint_show_the_critique_argument(columns: str, fake_llm: FakeOpenAI) -> None:
+    fake_llm.queue("Winston [the cat].")
+    spec = f"openai-compatible:fake@{fake_llm.base_url}"
+    result = run("chat", "--model", spec, columns=columns, stdin="/help\nwhat is my cat called?\n")
+    assert result.returncode == 0, result.stderr
+    shown = flat(result.stdout)
+    assert "/rate N [critique] rate the last answer 1-5" in shown  # /help
+    assert "/retry [critique] answer again" in shown
+    assert "/rate 1-5 [critique], /retry" in shown  # the hint after the answer
+    assert "Winston [the cat]." in shown  # the model's text, brackets and all
+
+
+@pytest.mark.slow  # six CLI processes per width
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_lessons_list_follows_the_active_version_after_rollback(columns: str) -> None:
+    assert run("lessons", "add", "Use [square] brackets.", columns=columns).returncode == 0
+    listed = run("lessons", "list", columns=columns)
+    assert "Use [square] brackets." in flat(listed.stdout)
+    assert run("program", "rollback", columns=columns).returncode == 0  # to v1: no rules
+    rows = json.loads(run("lessons", "list", "--json", columns=columns).stdout)
+    assert rows == []
+    every = json.loads(run("lessons", "list", "--json", "--all", columns=columns).stdout)
+    assert [(r["text"], r["status"]) for r in every] == [("Use [square] brackets.", "not in v1")]
+    empty = run("lessons", "list", columns=columns)
+    assert "No rules in default v1" in flat(empty.stdout)
