@@ -571,13 +571,13 @@ def test_vllm_specs_parse() -> None:
 
 
 def test_vllm_loads_the_adapter_once_and_answers_through_it(tmp_path: Path) -> None:
-    adapter = fake_adapter_dir(tmp_path / "adapters" / "p" / "7")
+    adapter = fake_adapter_dir(tmp_path / "adapters" / "alice" / "p" / "7")
     with FakeVLLM() as server:
         base = resolve_model(load_settings(), f"vllm:base-model@{server.base_url}")
         assert base.complete(MESSAGES).text == "answer via base"  # type: ignore[arg-type]
         model = resolve_model(load_settings(), f"vllm:base-model@{server.base_url}?adapter={adapter}")
         name = model.lora_name  # type: ignore[attr-defined]
-        assert name.startswith("minetune-p-7-")
+        assert name.startswith("minetune-alice-p-7-")
         assert model.complete(MESSAGES).text == f"answer via adapter {adapter}"  # type: ignore[arg-type]
         assert "".join(model.stream(MESSAGES)) == f"answer via adapter {adapter}"  # type: ignore[arg-type]
         loads = [b for p, b in server.calls if p == "/v1/load_lora_adapter"]
@@ -592,6 +592,29 @@ def test_vllm_loads_the_adapter_once_and_answers_through_it(tmp_path: Path) -> N
         assert model.unload_adapter() is True  # type: ignore[attr-defined]
         assert model.unload_adapter() is False  # type: ignore[attr-defined]
         assert server.adapters == {}
+
+
+def test_one_vllm_serves_every_users_adapters_under_names_that_never_collide(tmp_path: Path) -> None:
+    """Two users' programs of the same name, adapters in one shared adapters_dir, one vLLM."""
+    from minetune.train.base import adapters_root
+
+    settings = load_settings(adapters_dir=tmp_path / "shared")
+    dirs = {user: fake_adapter_dir(adapters_root(settings, "notes", user) / "1") for user in ("alice", "bob")}
+    assert all(str(d).startswith(str(tmp_path / "shared")) for d in dirs.values())
+    with FakeVLLM() as server:
+        models = {
+            user: resolve_model(settings, f"vllm:base-model@{server.base_url}?adapter={d}")
+            for user, d in dirs.items()
+        }
+        for user, model in models.items():
+            assert model.complete(MESSAGES).text == f"answer via adapter {dirs[user]}"  # type: ignore[arg-type]
+        loads = {b["lora_name"]: b["lora_path"] for p, b in server.calls if p == "/v1/load_lora_adapter"}
+        names = {user: m.lora_name for user, m in models.items()}  # type: ignore[attr-defined]
+        assert names["alice"].startswith("minetune-alice-notes-1-")
+        assert names["bob"].startswith("minetune-bob-notes-1-")
+        assert loads == {names[u]: str(dirs[u]) for u in dirs}  # one adapter each, never the other's
+        chats = [b["model"] for p, b in server.calls if p == "/v1/chat/completions"]
+        assert chats == [names["alice"], names["bob"]]
 
 
 def test_vllm_errors_say_what_to_do(tmp_path: Path) -> None:

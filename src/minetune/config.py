@@ -80,10 +80,16 @@ class Settings:
     keys: tuple[tuple[str, str], ...] = ()  # [keys]: (base URL, NAME of the env var holding its key)
     model_roots: tuple[Path, ...] = ()  # folders web training may take base models from ([] = home/models)
     queue: str = "local"  # where training jobs run: "local" threads, or "procrastinate" workers (PostgreSQL)
+    adapters_dir: Path | None = None  # where adapters live (shared storage for teams); default home/adapters
 
     @property
     def sqlite_path(self) -> Path:
         return self.home / "minetune.db"
+
+    @property
+    def adapters_path(self) -> Path:
+        """The folder adapters are written to and read from: ``adapters_dir``, else under the home."""
+        return self.adapters_dir or self.home / "adapters"
 
     @property
     def resolved_database_url(self) -> str:
@@ -266,10 +272,19 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         keys=_keys(file_cfg.get("keys", {})),
         model_roots=_model_roots(env.get("MINETUNE_MODEL_ROOTS"), file_cfg.get("model_roots"), home_path),
         queue=str(env.get("MINETUNE_QUEUE") or file_cfg.get("queue") or "local"),
+        adapters_dir=_optional_path(env.get("MINETUNE_ADAPTERS_DIR") or file_cfg.get("adapters_dir")),
     )
     settings = settings.with_overrides(**overrides)
     _check_queue(settings)
     return settings
+
+
+def _optional_path(value: Any) -> Path | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("config.toml: adapters_dir must be a folder path")
+    return Path(value).expanduser()
 
 
 QUEUES = ("local", "procrastinate")

@@ -851,7 +851,7 @@ def import_bundle(
                 f"A program named {target!r} already exists; import under another name with --as NEW_NAME."
             )
 
-        root = settings.home / ADAPTERS_DIR / user_folder(store.user_name) / _slug(target)
+        root = settings.adapters_path / user_folder(store.user_name) / _slug(target)
         destinations = {a["name"]: root / a["name"] for a in bundle.adapters}
         for dest in destinations.values():
             if dest.exists():
@@ -877,7 +877,7 @@ def import_bundle(
             if version["model_spec"] and len(version["model_spec"]) > _MAX_LEN["model_spec"]:
                 raise BundleError(f"The model spec of version {version['number']} is too long here.")
 
-        staging = settings.home / ADAPTERS_DIR / f".incoming-{uuid.uuid4().hex}"
+        staging = settings.adapters_path / f".incoming-{uuid.uuid4().hex}"
         moved: list[Path] = []
         try:
             if bundle.adapters:

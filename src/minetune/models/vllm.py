@@ -39,12 +39,13 @@ def v1_url(base_url: str) -> str:
 
 
 def lora_name(adapter: str | Path) -> str:
-    """A stable name for an adapter directory: readable, and unique per absolute path."""
-    path = str(Path(adapter).expanduser().resolve())
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).name).strip("-") or "adapter"
-    parent = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).parent.name).strip("-")
-    digest = hashlib.sha256(path.encode()).hexdigest()[:10]
-    return "-".join(p for p in ("minetune", parent, stem, digest) if p)
+    """A stable name for an adapter directory on a vLLM server shared by many users: its last three
+    path parts (``<user>-<program>-<id>`` for minetune's ``adapters/<user>/<program>/<id>``) and a
+    digest of the absolute path, so two users' adapters never share a name."""
+    path = Path(adapter).expanduser().resolve()
+    readable = [re.sub(r"[^A-Za-z0-9_.-]+", "-", part).strip("-") for part in path.parts[-3:]]
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    return "-".join(p for p in ("minetune", *readable, digest) if p)
 
 
 class VLLMModel(OpenAICompatModel):

@@ -138,9 +138,10 @@ def check_model_root(settings: Settings, base: BaseModel) -> Path:
 
 def adapters_root(settings: Settings, program: str, user: str) -> Path:
     """Where ``user``'s adapters and job folders for ``program`` live:
-    ``$MINETUNE_HOME/adapters/<user>/<program>/`` (one folder per user; before there was a user
+    ``<adapters_dir>/<user>/<program>/`` — ``adapters_dir`` defaults to ``$MINETUNE_HOME/adapters``;
+    a team points every server and worker at one shared folder (one folder per user; before there was a user
     segment it was ``adapters/<program>/``, which :func:`job_dir` still finds)."""
-    return settings.home / ADAPTERS_DIR / user_folder(user) / _safe(program)
+    return settings.adapters_path / user_folder(user) / _safe(program)
 
 
 def job_dir(settings: Settings, program: str, user: str, job_id: int) -> Path:
