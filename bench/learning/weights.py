@@ -145,8 +145,8 @@ def run_weight_arm(
                     _refresh_model(chat)
                     work_trained_at = accepted
                     note(f"{index}: work adapter created from {accepted} accepted answers ({outcome.status})")
-        except MinetuneError as exc:
-            note(f"{index}: training skipped: {exc}")
+        except Exception as exc:  # noted in the results; the user's run goes on without it
+            note(f"{index}: training skipped: {type(exc).__name__}: {exc}")
     run.probes["at end"] = probe(chat, old_probes, taste.before)
     chat.close()
     return run
