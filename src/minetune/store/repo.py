@@ -7,7 +7,6 @@ objects: read them, don't modify them.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 from minetune.config import Settings
 from minetune.errors import NotFoundError, StoreError
 from minetune.files import private_home
+from minetune.store import DEFAULT_PROGRAM, DEFAULT_USER
 from minetune.store.db import Database, open_engine
 from minetune.store.schema import (
     COMPLETE,
@@ -36,10 +36,10 @@ from minetune.store.schema import (
     TurnEmbedding,
     User,
 )
+from minetune.store.stats import effective_ratings as effective_ratings  # re-exported
+from minetune.store.stats import program_stats
 from minetune.store.text import check_name, has_controls
 
-DEFAULT_PROGRAM = "default"
-DEFAULT_USER = "local"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 
 _VERSION_FIELDS = ("instructions", "lessons", "demo_policy", "model_spec", "adapter", "sources")
@@ -312,15 +312,18 @@ class Store:
             raise StoreError(f"Feedback rejected by the database: {exc.orig}") from exc
 
     def history(self, conversation_id: int, before_turn: int | None = None) -> list[tuple[str, str]]:
-        """(user message, last complete response) for each answered turn of a conversation (for a
-        branch: its parent's turns before the fork, then its own), in order; a turn whose every
-        attempt is unfinished (streaming, interrupted) is left out."""
-        from minetune.store.branches import chain_turns
-
+        """(user message, last complete response) for each answered turn of a conversation, in
+        order; a turn whose every attempt is unfinished (streaming, interrupted) is left out."""
         with self.db.transaction() as s:
             conv = self.owned_row(s, Conversation, conversation_id)
+            query = (
+                select(Turn)
+                .options(selectinload(Turn.attempts))
+                .where(Turn.conversation_id == conv.id)
+                .order_by(Turn.index)
+            )
             pairs = []
-            for turn in chain_turns(s, conv):  # a branch's history starts with its parent's turns
+            for turn in s.scalars(query):
                 if before_turn is not None and turn.id == before_turn:
                     break
                 answers = [a for a in turn.attempts if a.status == COMPLETE]
@@ -339,46 +342,7 @@ class Store:
     def stats(self, program: str | None = None) -> dict[str, Any]:
         """Counts, the star histogram (each attempt's effective rating), and attempts-to-5 stars."""
         with self.db.transaction() as s:
-            ids = self.program_ids(s, program)
-            turn_q = (
-                select(Turn.id, Turn.attempts_to_5).join(Conversation).where(Conversation.program_id.in_(ids))
-            )
-            turns = s.execute(turn_q).all()
-            attempts = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(Attempt)
-                    .join(Turn)
-                    .join(Conversation)
-                    .where(Conversation.program_id.in_(ids))
-                )
-                or 0
-            )
-            fb_rows = s.execute(
-                select(Feedback.attempt_id, Feedback.kind, Feedback.stars)
-                .join(Attempt)
-                .join(Turn)
-                .join(Conversation)
-                .where(Conversation.program_id.in_(ids))
-                .order_by(Feedback.id)
-            ).all()
-        ratings = effective_ratings((a, k, st) for a, k, st in fb_rows)
-        histogram = Counter(ratings.values())
-        reached = [t.attempts_to_5 for t in turns if t.attempts_to_5]
-        kinds = Counter(k for _, k, _ in fb_rows)
-        return {
-            "program": program,
-            "turns": len(turns),
-            "attempts": attempts,
-            "rated_attempts": len(ratings),
-            "ratings": {str(n): histogram.get(n, 0) for n in range(1, 6)},
-            "mean_stars": round(sum(ratings.values()) / len(ratings), 3) if ratings else None,
-            "turns_reaching_5": len(reached),
-            "mean_attempts_to_5": round(sum(reached) / len(reached), 3) if reached else None,
-            "mean_score": round(sum(1 / n for n in reached) / len(turns), 3) if turns else None,
-            "captures": kinds.get("praise", 0),
-            "feedback": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS},
-        }
+            return program_stats(s.connection(), self.program_ids(s, program), program)
 
     def captures(self, program: str | None = None) -> list[Capture]:
         """Every praised attempt with the exact prompt that produced it, oldest first."""
@@ -703,9 +667,7 @@ def next_turn_index(s: Session, conversation_id: int) -> int:
     gaps, never duplicates). Locks the conversation row."""
     lock_row(s, Conversation, conversation_id)
     last = s.scalar(select(func.max(Turn.index)).where(Turn.conversation_id == conversation_id))
-    if last is None:  # a branch's first turn takes the index of the turn it replaces
-        return s.scalar(select(Conversation.fork_index).where(Conversation.id == conversation_id)) or 0
-    return last + 1
+    return 0 if last is None else last + 1
 
 
 def next_attempt_number(s: Session, turn_id: int) -> int:
@@ -713,18 +675,3 @@ def next_attempt_number(s: Session, turn_id: int) -> int:
     lock_row(s, Turn, turn_id)
     last = s.scalar(select(func.max(Attempt.number)).where(Attempt.turn_id == turn_id))
     return (last or 0) + 1
-
-
-def effective_ratings(feedback: Any) -> dict[int, int]:
-    """Map attempt id → stars from (attempt_id, kind, stars) rows in time order.
-
-    The latest explicit rating wins; without one, the latest other rating (praise, imported,
-    implicit) counts.
-    """
-    explicit: dict[int, int] = {}
-    other: dict[int, int] = {}
-    for attempt_id, kind, stars in feedback:
-        if stars is None:
-            continue
-        (explicit if kind == "explicit" else other)[attempt_id] = stars
-    return other | explicit
