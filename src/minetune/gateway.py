@@ -28,9 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from minetune.app import exchange
 from minetune.app.exchange import Learning, MessageTooLongError, Recorded
@@ -51,6 +49,9 @@ from minetune.store.exchanges import (
     interrupt_attempt,
 )
 from minetune.store.schema import ProgramVersion
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "ChunkAnswerStream",

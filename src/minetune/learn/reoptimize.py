@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from minetune.config import Settings
 from minetune.errors import MinetuneError
 from minetune.learn.demos import Demo, DemoIndex, accepted_candidates, policy_with_defaults
@@ -23,6 +21,8 @@ from minetune.models.base import ChatModel
 from minetune.store import Store, effective_ratings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from minetune.learn.judge import PersonalJudge
 
 _INDEXES: dict[tuple[str, int, int, str, int], _SyncedIndex] = {}
