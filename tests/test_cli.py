@@ -21,7 +21,7 @@ def run(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subpr
         input=stdin,
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={"COLUMNS": "200", **os.environ, **(env or {})},  # CI sets COLUMNS=40 and =300
         timeout=120,
     )
 

@@ -59,3 +59,13 @@ def test_lessons_list_follows_the_active_version_after_rollback(columns: str) ->
     assert [(r["text"], r["status"]) for r in every] == [("Use [square] brackets.", "not in v1")]
     empty = run("lessons", "list", columns=columns)
     assert "No rules in default v1" in flat(empty.stdout)
+
+
+def test_the_training_page_speaks_of_its_fields_not_cli_flags() -> None:
+    from webchat import web_settings
+    from webusers import served
+
+    with served(web_settings(None)) as web:
+        page = web.client.get("/training", headers={"Accept": "text/html"}).text
+    assert "No base model to train on" in page and "Base model field" in page
+    assert "--base" not in page and "pass --" not in page

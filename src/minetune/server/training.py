@@ -60,10 +60,15 @@ def _base_model(request: Request, store: Store, program: str) -> tuple[str | Non
     """(the base model local training would use, or why there is none)."""
     from minetune.train.base import resolve_base
 
+    settings = server_state(request).settings
     try:
-        return resolve_base(store, server_state(request).settings, program).name, None
-    except MinetuneError as exc:
-        return None, str(exc)
+        return resolve_base(store, settings, program).name, None
+    except MinetuneError:  # its message speaks of CLI flags; the page speaks of its own fields
+        spec = store.active_version(program).model_spec or settings.model
+        field = "type one (hf:DIR, a folder with config.json and weights) in the Base model field below"
+        if spec:
+            return None, f"{program} answers with {spec}, not a local model; to train, {field}."
+        return None, f"No base model to train on: {field}, or pick a local model for {program} on Setup."
 
 
 def _job_row(job: TrainingJob, program: str) -> dict[str, Any]:
