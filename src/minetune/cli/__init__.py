@@ -25,7 +25,9 @@ from minetune.cli import (
     keys,
     programs,
     serve,
+    speech,
     training,
+    worker,
 )
 from minetune.cli.common import err, model_option, out
 from minetune.errors import MinetuneError
@@ -68,7 +70,11 @@ for _command in (
     serve.user_app,
     keys.key_app,
     evaluate.eval_cmd,
+    worker.worker,
+    worker.retry,
 ):
+    app.add_command(_command)
+for _command in speech.COMMANDS:
     app.add_command(_command)
 
 
