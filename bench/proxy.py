@@ -320,7 +320,10 @@ def seed_minetune(env: dict[str, str], spec: str, turns: int) -> None:
 def start_minetune(upstream: Server, home: Path, seed_turns: int, extra_env: dict[str, str], logs: Path,
                    stack: ExitStack) -> Server:
     spec = f"openai-compatible:fake@http://127.0.0.1:{upstream.port}/v1"
-    env = {**os.environ, "MINETUNE_HOME": str(home), "MINETUNE_REOPTIMIZE": "true"}
+    # One user sends every stream here: the per-user in-flight limit (16 by default) is raised
+    # above the bench's concurrency so that it measures latency, not the limit's 429s.
+    env = {**os.environ, "MINETUNE_HOME": str(home), "MINETUNE_REOPTIMIZE": "true",
+           "MINETUNE_USER_CONCURRENCY": "256"}
     for name in ("MINETUNE_DATABASE_URL", "MINETUNE_MODEL", "MINETUNE_EMBEDDER"):
         env.pop(name, None)
     seed_minetune(env, spec, seed_turns)

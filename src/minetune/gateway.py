@@ -8,8 +8,9 @@ about HTTP. A request is handled like :meth:`minetune.loop.Session.send`:
   system messages follow it inside that message. The client owns the history: its earlier
   user/assistant messages are passed through as sent.
 - The exact messages sent upstream are stored as a conversation, turn and attempt. When the
-  client's last assistant message is the text of a stored attempt of this user's program, the
-  turn continues that attempt's conversation; otherwise a new conversation starts.
+  client's last assistant message is the text of a stored attempt of this user's program, or
+  carries that attempt's ``tool_calls`` (a tool-call follow-up: the ``tool`` results come after
+  it), the turn continues that attempt's conversation; otherwise a new conversation starts.
 - Praise in the new message (the :class:`~minetune.feedback.PraiseDetector` rules) about that
   previous answer is recorded on it: 5 stars unless the user rated it explicitly.
 
@@ -48,7 +49,9 @@ from minetune.store.exchanges import (
     finish_attempt,
     interrupt_attempt,
 )
+from minetune.store.request_store import RequestStore
 from minetune.store.schema import ProgramVersion
+from minetune.store.tool_calls import call_signature, find_tool_call_answer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -260,10 +263,41 @@ class Gateway:
         found = find_answer(store, program_id, text, cached) if cached is not None else None
         return found or find_answer(store, program_id, text)
 
+    def _find_tool_call_answer(
+        self, store: Store, program_id: int, client: list[Message], kept: list[dict[str, Any]]
+    ) -> tuple[int, int] | None:
+        """The stored answer whose tool calls the client sends back (its last assistant message's
+        ``tool_calls``): a recent one by its call ids, else the store is searched by the calls, the
+        messages before them breaking ties."""
+        index = next((i for i in range(len(kept) - 1, -1, -1) if kept[i].get("role") == "assistant"), None)
+        if index is None or not kept[index].get("tool_calls"):
+            return None
+        calls = kept[index]["tool_calls"]
+        lead = 0
+        while lead < len(client) and client[lead]["role"] == "system":
+            lead += 1
+        history = [stored_message(m) for m in kept[lead:index]]
+        key = _tool_calls_key(calls)
+        cached = self.recent.get(store.user_id, program_id, key) if key else None
+        found = find_tool_call_answer(store, program_id, calls, history, cached) if cached else None
+        return found or find_tool_call_answer(store, program_id, calls, history)
+
+    def remember(
+        self, store: Store, prepared: Prepared, attempt_id: int, text: str, extra: Mapping[str, Any] | None
+    ) -> None:
+        """Note a completed answer in :attr:`recent`, by its text and by its tool calls' ids."""
+        program_id = prepared.version.program_id
+        if text:
+            self.recent.put(store.user_id, program_id, text, attempt_id)
+        key = _tool_calls_key((extra or {}).get("tool_calls"))
+        if key:
+            self.recent.put(store.user_id, program_id, key, attempt_id)
+
     def prepare(self, store: Store, program: str, raw_messages: Sequence[Mapping[str, Any]]) -> Prepared:
         """Validate and render a request; records praise of the previous answer (nothing else is
         stored until the answer arrives). NotFoundError for an unknown program."""
         texts, kept = client_messages(raw_messages)
+        store = RequestStore(store)  # the program and its active version read once per request
         client: list[Message] = [
             {"role": _ROLES.get(m["role"], m["role"]), "content": m["content"]} for m in texts
         ]
@@ -282,8 +316,10 @@ class Gateway:
         quoted = next((m["content"] for m in reversed(client) if m["role"] == "assistant"), "")
         if quoted.strip():
             previous = self._find_answer(store, version.program_id, quoted)
+        if previous is None:
+            previous = self._find_tool_call_answer(store, version.program_id, client, kept)
         praise, praise_feedback = None, None
-        if previous is not None:
+        if previous is not None and client[-1]["role"] == "user":  # tool results are not the user's words
             found = exchange.praise(store, self.learning, self.praise, previous[0], user_message)
             if found is not None:
                 praise, praise_feedback = found
@@ -319,6 +355,12 @@ class Gateway:
     ) -> ChunkAnswerStream:
         """The raw pass-through, streamed: iterate the result for the upstream's chunk dicts."""
         return _chat_completion_stream(self, store, prepared, model, params)
+
+
+def _tool_calls_key(calls: Any) -> str | None:
+    """The :class:`RecentAnswers` key of an answer's tool calls (by their ids; None without ids)."""
+    ids = [c[0] for c in call_signature(calls)]
+    return "\x00tool_calls\x00" + "\x00".join(ids) if ids and all(ids) else None
 
 
 class RecentAnswers:
@@ -555,8 +597,9 @@ def _chat_completion(self: Gateway, store: Store, prepared: Prepared, model: Cha
         raise ModelError(f"{model.spec} returned no choices.")
     ids = _record_fields(store, self.settings, prepared, fields)
     first = fields[0]
-    if first["response"]:
-        self.recent.put(store.user_id, prepared.version.program_id, first["response"], ids.attempt_id)
+    self.remember(store, prepared, ids.attempt_id, first["response"], first["extra"])
+    for attempt_id, more in zip((ids.attempt_ids or ())[1:], fields[1:], strict=False):
+        self.remember(store, prepared, attempt_id, more["response"], more["extra"])
     return ProxyAnswer(data, ids.attempt_ids or (ids.attempt_id,), ids.turn_id, ids.conversation_id)
 
 
@@ -675,7 +718,7 @@ class _Choice:
 class ChunkAnswerStream:
     """Iterate for the upstream's ``chat.completion.chunk`` dicts of a pass-through stream (as
     sent; the caller rewrites ``id``/``model``). Its attempts (one per choice) are stored
-    ``streaming``; each becomes ``complete`` when upstream finished, or all ``interrupted`` (what
+    ``streaming``; each becomes ``complete`` when upstream finished it, else ``interrupted`` (what
     arrived kept) when the stream fails or is closed first. Settled exactly once."""
 
     def __init__(
@@ -755,6 +798,9 @@ class ChunkAnswerStream:
         self._settle(False)
 
     def _settle(self, complete: bool) -> None:
+        """Store each choice's outcome once: ``complete`` when the upstream finished it (it sent
+        the choice's ``finish_reason``, or the whole stream ended well), else ``interrupted`` with
+        what arrived. A cut n>1 stream keeps the choices that had already finished."""
         with self._lock:
             if self._settled:
                 return
@@ -763,27 +809,28 @@ class ChunkAnswerStream:
         n = len(self.attempt_ids)
         for index, (attempt_id, choice) in enumerate(zip(self.attempt_ids, self._choices, strict=True)):
             text = "".join(choice.parts)
-            if not complete:
+            extra = choice.extra(index, n)
+            if not complete and choice.finish_reason is None:
                 self.interrupted = True
                 try:
-                    interrupt_attempt(self._store, attempt_id, response=text, latency_ms=latency,
-                                      extra=choice.extra(index, n))
+                    interrupt_attempt(self._store, attempt_id, response=text, latency_ms=latency, extra=extra)
                 except Exception:  # the row stays 'streaming': never an answer, recovered at start-up
                     log.exception("Could not mark stream %s interrupted", response_id(attempt_id))
                 continue
-            finish_attempt(
-                self._store,
-                attempt_id,
-                response=text,
-                latency_ms=latency,
-                prompt_tokens=self._usage.get("prompt_tokens"),
-                completion_tokens=self._usage.get("completion_tokens") if n == 1 else None,
-                extra=choice.extra(index, n),
-            )
-        if complete:
-            self.finished = True
-            first = "".join(self._choices[0].parts)
-            if first:
-                self._gateway.recent.put(
-                    self._store.user_id, self._prepared.version.program_id, first, self.attempt_ids[0]
+            try:
+                finish_attempt(
+                    self._store,
+                    attempt_id,
+                    response=text,
+                    latency_ms=latency,
+                    prompt_tokens=self._usage.get("prompt_tokens"),
+                    completion_tokens=self._usage.get("completion_tokens") if n == 1 else None,
+                    extra=extra,
                 )
+            except Exception:
+                if complete:
+                    raise
+                log.exception("Could not store finished choice %s", response_id(attempt_id))
+                continue
+            self._gateway.remember(self._store, self._prepared, attempt_id, text, extra)
+        self.finished = complete

@@ -128,8 +128,7 @@ class OpenAICompatModel:
         (passed unchanged; ``model`` is this model's): the upstream's ``chat.completion`` as a
         dict, as sent (ModelError / UpstreamError on failure)."""
         body = self._request(messages, params)
-        result = self._create(body)
-        data = result.to_dict() if hasattr(result, "to_dict") else result
+        data = self._create(body)
         if not isinstance(data, dict) or not data.get("choices"):
             shown = json.dumps(data) if isinstance(data, dict | list) else str(data)
             raise ModelError(self._scrub(f"{self.base_url} returned no choices: {_trim(shown)}"))
@@ -207,17 +206,20 @@ class OpenAICompatModel:
             return self._sdk_client
 
     def _create(self, body: dict[str, Any]) -> Any:
-        """``client.chat.completions.create`` with ``body``: the fields the SDK names are given by
-        name, the rest as ``extra_body`` (so every field reaches the server unchanged)."""
+        """POST ``body`` to ``/chat/completions`` through the SDK client (its retries, backoff,
+        timeouts, error types and SSE decoding), exactly as given: no field is renamed, typed or
+        dropped, and the answer comes back as plain dicts (a dict, or a ``Stream`` of chunk dicts),
+        without building and re-serialising the SDK's response models."""
         import openai
 
         client = self._sdk()
-        known = _create_fields()
-        named = {k: v for k, v in body.items() if k in known}
-        extra = {k: v for k, v in body.items() if k not in known}
+        stream = bool(body.get("stream"))
         try:
-            headers: Any = None if self._api_key else {"Authorization": openai.Omit()}  # no key: none sent
-            return client.chat.completions.create(**named, extra_body=extra or None, extra_headers=headers)
+            options: Any = {} if self._api_key else {"headers": {"Authorization": openai.Omit()}}  # no key
+            if stream:
+                return client.post("/chat/completions", body=body, cast_to=object, options=options,
+                                   stream=True, stream_cls=openai.Stream[object])
+            return client.post("/chat/completions", body=body, cast_to=object, options=options)
         except openai.APIStatusError as exc:
             raise self._status_error(exc.status_code, exc.body, exc.response) from None
         except openai.APITimeoutError as exc:
@@ -260,7 +262,7 @@ class OpenAICompatModel:
         done = _watch_done(upstream)
         try:
             for event in upstream:
-                chunk = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+                chunk = event if isinstance(event, dict) else dict(event)
                 for choice in chunk.get("choices") or []:
                     index = choice.get("index", 0)
                     open_choices.add(index)
@@ -374,26 +376,6 @@ def _watch_done(upstream: Any) -> Any:
     watcher = _DoneWatcher(decoder)
     upstream._decoder = watcher
     return lambda: watcher.done
-
-
-_FIELDS: frozenset[str] | None = None
-
-
-def _create_fields() -> frozenset[str]:
-    """The request fields ``chat.completions.create`` takes by name (the rest go as extra_body)."""
-    global _FIELDS
-    if _FIELDS is None:
-        import inspect
-
-        import openai.resources.chat.completions as completions
-
-        signature = inspect.signature(completions.Completions.create)
-        names = {
-            p.name for p in signature.parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and not p.name.startswith("extra_")
-        }
-        _FIELDS = frozenset(names - {"timeout"})
-    return _FIELDS
 
 
 def _trim(text: str, limit: int = _MAX_SERVER_MESSAGE) -> str:
