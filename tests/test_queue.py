@@ -149,7 +149,10 @@ def test_two_servers_and_a_worker_on_one_postgresql(
 
         env = os.environ | {"MINETUNE_HOME": str(tmp_path / "cli"), "MINETUNE_DATABASE_URL": database_url}
         retried = subprocess.run(
-            [sys.executable, "-m", "minetune.cli", "retry", str(run)], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "minetune.cli", "worker", "retry", str(run)],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert retried.returncode == 0, retried.stderr
         assert f"a retry of job {run}" in " ".join(retried.stdout.split())

@@ -132,7 +132,7 @@ def run_worker(settings: Settings, *, concurrency: int = 1, until_idle: bool = F
     try:
         for record in jobs.recover(store.db):
             log.warning(
-                "job %s (%s of %r) was interrupted; `minetune retry %s` queues it again",
+                "job %s (%s of %r) was interrupted; `minetune worker retry %s` queues it again",
                 record.id,
                 record.kind,
                 record.program,

@@ -71,7 +71,6 @@ for _command in (
     keys.key_app,
     evaluate.eval_cmd,
     worker.worker,
-    worker.retry,
 ):
     app.add_command(_command)
 for _command in speech.COMMANDS:

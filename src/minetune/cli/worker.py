@@ -1,4 +1,4 @@
-"""``worker`` (run queued training jobs from PostgreSQL) and ``retry`` (queue an interrupted job again)."""
+"""``worker``: run queued training jobs from PostgreSQL; ``worker retry``: queue a job again."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import click
 from minetune.cli.common import _settings, out
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--concurrency", default=1, show_default=True, type=click.IntRange(1, 64), help="Jobs run at once."
 )
@@ -19,7 +19,10 @@ def worker(ctx: click.Context, concurrency: int, until_idle: bool) -> None:
     Needs queue = "procrastinate" and a PostgreSQL database_url in config.toml (or MINETUNE_QUEUE and
     MINETUNE_DATABASE_URL); run it on any machine that reaches the database and the base models, for
     example a GPU box. Progress and results show on every server's training page. Stop with Ctrl-C.
+    `minetune worker retry JOB` queues a job again whose worker died.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from minetune.app import queue
 
     settings = _settings(ctx)
@@ -29,7 +32,7 @@ def worker(ctx: click.Context, concurrency: int, until_idle: bool) -> None:
     queue.run_worker(settings, concurrency=concurrency, until_idle=until_idle)
 
 
-@click.command()
+@worker.command()
 @click.argument("job_id", type=int)
 @click.pass_context
 def retry(ctx: click.Context, job_id: int) -> None:

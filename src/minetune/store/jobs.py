@@ -121,7 +121,7 @@ def create(
 
 def user_of(db: Database, job_id: int) -> str:
     """The name of the user whose program job ``job_id`` belongs to (for operators: the CLI's
-    `minetune retry` and queue workers act on any user's job)."""
+    `minetune worker retry` and queue workers act on any user's job)."""
     with db.transaction() as s:
         name = s.execute(
             select(User.name)
