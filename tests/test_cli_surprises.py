@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,42 @@ def test_the_training_page_speaks_of_its_fields_not_cli_flags() -> None:
         page = web.client.get("/training", headers={"Accept": "text/html"}).text
     assert "No base model to train on" in page and "Base model field" in page
     assert "--base" not in page and "pass --" not in page
+
+
+def test_adapter_list_fits_80_columns_without_cutting_names(tmp_path: Path) -> None:
+    from minetune.config import load_settings
+    from minetune.store import Store
+    from minetune.store import adapters as adapters_db
+    from minetune.train.base import BaseModel
+    from test_bundle_adapters import fake_adapter_dir
+
+    base = "/models/a-rather-long-base-model-name-1.5b-instruct"
+    store = Store.open(load_settings())
+    try:
+        store.create_program("customer-support", "You help.", f"hf:{base}")
+        for domain in ("billing", "shipping-and-returns"):
+            adapters_db.publish_adapter(
+                store,
+                "customer-support",
+                method="sft",
+                base_model=base,
+                domain=domain,
+                place=lambda i: str(fake_adapter_dir(tmp_path / str(i), rank=2)),
+                serve_spec=BaseModel(base).spec,
+            )
+    finally:
+        store.close()
+    # a terminal 80 columns wide (TTY_COMPATIBLE makes Rich treat the pipe as one)
+    shown = run("adapter", "list", columns="80", env={"TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
+    assert shown.returncode == 0, shown.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown.stdout)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    for name in ("customer-support", "billing", "shipping-and-returns", base):
+        assert name in text, name
+
+
+def test_stats_explains_the_mean_score() -> None:
+    shown = run("stats", columns="40")
+    assert shown.returncode == 0, shown.stderr
+    assert "mean score: per turn 1 / the attempts it took to reach 5★" in flat(shown.stdout)

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import click
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from minetune.cli.common import _settings, _store, out, program_option, threshold_option
@@ -53,22 +55,49 @@ def adapter_list(ctx: click.Context, program: str | None, show_all: bool, as_jso
     if not views:
         out.print("No adapters yet. Train one with `minetune train` or `minetune adapter create DOMAIN`.")
         return
-    table = Table("id", "program", "domain", "method", "base model", "parent", "answers", "state", "created")
+    # Fits 80 columns: the program and the base model get a column only when they differ between rows
+    # (otherwise they are said once above the table); the base by its folder name (--json has the
+    # path); names fold onto a second line rather than being cut off with "…".
+    programs = sorted({v.program for v in views})
+    bases = sorted({_short_base(v.adapter.base_model) for v in views})
+    if len(programs) == 1:
+        out.print(f"program: {programs[0]}", markup=False, highlight=False)
+    if len(bases) == 1:
+        out.print(f"base model: {views[0].adapter.base_model}", markup=False, highlight=False)
+    headers = ["id"] + ["program"] * (len(programs) > 1) + ["domain"] + ["base"] * (len(bases) > 1)
+    headers += ["method", "parent", "answers", "state", "created"]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    longest = {
+        "program": max(len(v.program) for v in views),
+        "domain": max(len(v.adapter.domain) for v in views),
+        "base": max(len(_short_base(v.adapter.base_model)) for v in views),
+    }
+    for header in headers:
+        named = header in ("program", "domain", "base", "state")
+        width = min(longest[header], max(4, out.width - 58)) if header in longest else None  # 22 at 80
+        short = not named and out.width >= 80  # narrower than 80: everything may wrap
+        table.add_column(header, overflow="fold", no_wrap=short, min_width=width)
     for v in views:
         a = v.adapter
         state = a.status + (" · active" if v.active else "") + (" · [red]tainted[/]" if v.tainted else "")
-        table.add_row(
-            str(a.id),
-            v.program,
-            a.domain,
-            a.method,
-            a.base_model,
-            str(a.parent_id or "—"),
-            str(len(a.lineage_attempt_ids or [])),
-            state,
-            f"{a.created_at:%Y-%m-%d %H:%M}",
-        )
+        cells = {
+            "id": str(a.id),
+            "program": escape(v.program),
+            "domain": escape(a.domain),
+            "base": escape(_short_base(a.base_model)),
+            "method": a.method,
+            "parent": str(a.parent_id or "—"),
+            "answers": str(len(a.lineage_attempt_ids or [])),
+            "state": state,
+            "created": f"{a.created_at:%Y-%m-%d}",
+        }
+        table.add_row(*(cells[h] for h in headers))
     out.print(table)
+
+
+def _short_base(base_model: str) -> str:
+    """A base model path by its last folder name (``/models/qwen2.5-0.5b`` -> ``qwen2.5-0.5b``)."""
+    return base_model.rstrip("/").rsplit("/", 1)[-1] or base_model
 
 
 @adapter_app.command("create")

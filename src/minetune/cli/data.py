@@ -40,6 +40,12 @@ def stats(ctx: click.Context, program: str | None, as_json: bool) -> None:
         table.add_row(key.replace("_", " "), "—" if data[key] is None else str(data[key]))
     table.add_row("ratings", "  ".join(f"{k}★ {v}" for k, v in data["ratings"].items()))
     out.print(table)
+    out.print(
+        "mean score: per turn 1 / the attempts it took to reach 5★ (1 = first try, 0.5 = second, "
+        "0 = never), averaged over all turns.",
+        markup=False,
+        highlight=False,
+    )
 
 
 EXPORT_FORMATS = (
