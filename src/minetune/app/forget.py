@@ -30,6 +30,8 @@ in ONE transaction:
   remaining occurrence is replaced as above;
 * resets the personal judge when it learned from a forgotten rating, removes demo links to the
   forgotten attempts, and marks every adapter whose lineage includes one as tainted.
+* deletes the audio file of a forgotten transcript once no remaining turn references it (after
+  the commit; see :mod:`minetune.store.audio`).
 
 After the commit it drops the turns from this process's demo indexes, deletes training job folders
 (checkpoints) of jobs that trained on the data, optionally retrains tainted adapters and deletes
@@ -60,6 +62,7 @@ from minetune.learn.persona import PERSONA_HEADING, Pair, categorize, compose_pe
 from minetune.store import Store
 from minetune.store import evals as evals_db
 from minetune.store import forget as forget_db
+from minetune.store.audio import delete_unreferenced
 from minetune.store.repo import new_version
 from minetune.store.schema import Program
 
@@ -182,6 +185,7 @@ class ForgetReport:
     hosted_files_deleted: list[str] = field(default_factory=list)
     hosted_files_failed: dict[str, str] = field(default_factory=dict)
     hosted_models: list[str] = field(default_factory=list)
+    audio_files: list[str] = field(default_factory=list)  # clips no remaining turn references, deleted
     scrub: str = ""
     limits: list[str] = field(default_factory=list)
 
@@ -415,6 +419,9 @@ def forget(
                 scope.names.get(p, str(p)): a for p, a in forget_db.serving_tainted(s, scope.programs).items()
             }
     report.tainted_adapters.sort()
+    report.audio_files = delete_unreferenced(
+        store, settings.home, [t.user_message for t in gone], dry_run=dry_run
+    )
     _limits(report, retrain)
     if dry_run:
         return report
