@@ -28,7 +28,7 @@ from minetune.store import Store
 from serverutil import serve_app
 from slowstream import SlowStream
 from test_web_browser import ARGS, CHROMIUM, SHOTS
-from webchat import web_settings
+from webchat import WORDS_EMBEDDER, web_settings, word_embedder
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / "tests" / ".node"
@@ -38,6 +38,18 @@ browser_only = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium); required in CI",
 )
+
+
+@pytest.fixture(autouse=True)
+def words() -> Iterator[str]:
+    """The tiny word embedder instead of MiniLM (whose first load takes seconds)."""
+    with word_embedder() as name:
+        yield name
+
+
+def ui_settings(fake: FakeOpenAI | None, **overrides: Any) -> Settings:
+    overrides.setdefault("embedder", WORDS_EMBEDDER)
+    return web_settings(fake, **overrides)
 
 
 @pytest.fixture
@@ -135,11 +147,11 @@ CODE_ANSWER = "Here is **bold** advice and code:\n\n```python\nprint('hi')\n```\
 
 
 @browser_only
-def test_markdown_copy_keyboard_rating_retry_search_rename_delete(browser: Any, fake_llm: FakeOpenAI) -> None:
+def test_markdown_copy_buttons_and_keyboard_rating_and_retry(browser: Any, fake_llm: FakeOpenAI) -> None:
     from playwright.sync_api import expect
 
     fake_llm.queue(CODE_ANSWER, "Second try.", "About dogs: woof.")
-    with server(web_settings(fake_llm)) as (url, store), page_in(browser) as page:
+    with server(ui_settings(fake_llm)) as (url, store), page_in(browser) as page:
         page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
         page.goto(f"{url}/")
         send(page, "Show me some Python")
@@ -171,6 +183,18 @@ def test_markdown_copy_keyboard_rating_retry_search_rename_delete(browser: Any, 
         expect(page.locator("#message")).to_have_value("5")
         assert len(store.attempt(first_id).feedback) == 1
         page.fill("#message", "")
+
+
+@browser_only
+def test_search_rename_and_delete_in_the_sidebar(browser: Any, fake_llm: FakeOpenAI) -> None:
+    from playwright.sync_api import expect
+
+    fake_llm.queue(CODE_ANSWER, "About dogs: woof.")
+    with server(ui_settings(fake_llm)) as (url, store), page_in(browser) as page:
+        page.goto(f"{url}/")
+        send(page, "Show me some Python")
+        expect(page.locator(".msg.ai.latest .markdown strong")).to_have_text("bold")
+        first_id = int(page.locator(".msg.ai.latest").get_attribute("data-attempt-id") or 0)
 
         # Rename.
         page.locator("#rename").click()
@@ -214,7 +238,7 @@ def test_stop_mid_stream_keeps_the_partial_answer_rateable(browser: Any) -> None
     from playwright.sync_api import expect
 
     with SlowStream(count=400, interval=0.03) as slow:
-        settings = web_settings(None, model=slow.spec)
+        settings = ui_settings(None, model=slow.spec)
         with server(settings) as (url, store), page_in(browser) as page:
             page.goto(f"{url}/")
             send(page, "Count slowly")
@@ -244,7 +268,7 @@ def test_edit_and_resend_starts_a_branch_and_keeps_the_old_one(browser: Any, fak
     from playwright.sync_api import expect
 
     fake_llm.queue("Paris.", "About 2.1 million.", "About 12 million.")
-    with server(web_settings(fake_llm)) as (url, store), page_in(browser) as page:
+    with server(ui_settings(fake_llm)) as (url, store), page_in(browser) as page:
         page.goto(f"{url}/")
         send(page, "Capital of France?")
         expect(page.locator(".msg.ai.latest .markdown")).to_have_text("Paris.")
@@ -287,28 +311,26 @@ def test_edit_and_resend_starts_a_branch_and_keeps_the_old_one(browser: Any, fak
 def test_learning_notice_when_a_critique_becomes_a_rule(browser: Any, fake_llm: FakeOpenAI) -> None:
     from playwright.sync_api import expect
 
-    from webchat import word_embedder
-
     fake_llm.queue("A very long answer about names.")
     fake_llm.reflection_replies.append('{"rule": "Answer with one name only.", "supersedes": []}')
-    with word_embedder() as embedder:
-        settings = web_settings(fake_llm, reoptimize=True, embedder=embedder)
-        with server(settings) as (url, store), page_in(browser) as page:
-            page.goto(f"{url}/")
-            send(page, "Name for my cat?")
-            answer = page.locator(".msg.ai.latest")
-            expect(answer.locator(".markdown")).to_have_text("A very long answer about names.")
-            before = store.active_version().number
-            answer.locator("textarea.critique").fill("too long, answer with one name only")
-            answer.locator('.star[data-stars="2"]').click()
-            notice = page.locator("#learn-notice")
-            expect(notice).to_be_visible(timeout=20_000)
-            after = store.active_version().number
-            assert after > before and store.lessons()
-            expect(notice).to_have_text(f"learned a rule · now v{after}")
-            shot(page, "07-learned-notice")
+    settings = ui_settings(fake_llm, reoptimize=True)
+    with server(settings) as (url, store), page_in(browser) as page:
+        page.goto(f"{url}/")
+        send(page, "Name for my cat?")
+        answer = page.locator(".msg.ai.latest")
+        expect(answer.locator(".markdown")).to_have_text("A very long answer about names.")
+        before = store.active_version().number
+        answer.locator("textarea.critique").fill("too long, answer with one name only")
+        answer.locator('.star[data-stars="2"]').click()
+        notice = page.locator("#learn-notice")
+        expect(notice).to_be_visible(timeout=20_000)
+        after = store.active_version().number
+        assert after > before and store.lessons()
+        expect(notice).to_have_text(f"learned a rule · now v{after}")
+        shot(page, "07-learned-notice")
 
 
+@pytest.mark.slow  # about 15-30 s: ten pages scanned, three browser contexts
 @browser_only
 def test_dark_mode_phone_diff_and_no_serious_axe_violations_on_any_page(
     browser: Any, fake_llm: FakeOpenAI, axe_source: str
@@ -316,7 +338,7 @@ def test_dark_mode_phone_diff_and_no_serious_axe_violations_on_any_page(
     from playwright.sync_api import expect
 
     fake_llm.queue(CODE_ANSWER)
-    with server(web_settings(fake_llm)) as (url, store):
+    with server(ui_settings(fake_llm)) as (url, store):
         store.change_lessons(
             "default", note="a rule", add=[{"text": "Answer in one sentence.", "origin": "manual"}]
         )
@@ -385,3 +407,158 @@ def test_dark_mode_phone_diff_and_no_serious_axe_violations_on_any_page(
                 assert width <= 390, (path, width)
             phone.goto(f"{url}/")
             shot(phone, "10-phone-390")
+
+    # The login page (and the header with a user) of a server that requires tokens.
+    from webusers import two_users
+
+    with two_users(ui_settings(None)) as users, page_in(browser) as page:
+        page.goto(f"{users.base_url}/login")
+        expect(page.locator("input[name=token]")).to_be_visible()
+        assert axe_problems(page, axe_source) == [], "login"
+        shot(page, "11-login")
+
+
+# -- the same operations over HTTP (both backends, no browser) -------------------------------------
+
+
+def test_edit_branches_search_rename_and_delete_over_http(database_url: str, fake_llm: FakeOpenAI) -> None:
+    from sqlalchemy import func, select
+
+    from minetune.store.schema import Conversation
+    from webchat import done, ndjson
+    from webusers import served
+
+    fake_llm.queue("Paris.", "2.1 million.", "Yes: wine.", "12 million.", "Lots.", "Thirteen.")
+    with served(ui_settings(fake_llm)) as web:
+        http = web.client
+
+        def chat(body: dict[str, Any]) -> dict[str, Any]:
+            return done(ndjson(http, "/api/chat", body))
+
+        first = chat({"message": "Capital of France?"})
+        root = first["conversation_id"]
+        second = chat({"message": "Population of the city?", "conversation_id": root})
+        chat({"message": "Anything else?", "conversation_id": root})
+
+        # Edit the second message: a branch that shares the first exchange only.
+        edited = chat({"message": "Population of the metro area?", "edit_of": second["turn"]["id"]})
+        branch = edited["conversation_id"]
+        assert branch != root and edited["turn"]["index"] == second["turn"]["index"]
+        sent = json.dumps(fake_llm.last["messages"])
+        assert "Capital of France?" in sent and "Paris." in sent
+        assert "Population of the city?" not in sent and "Anything else?" not in sent
+
+        view = http.get(f"/api/conversations/{branch}").json()
+        assert view["conversation"]["root_id"] == root
+        assert [t["user_message"] for t in view["turns"]] == [
+            "Capital of France?",
+            "Population of the metro area?",
+        ]
+        assert "branch" not in view["turns"][0]
+        assert view["turns"][1]["branch"] == {"conversations": [root, branch], "shown": 1}
+        original = http.get(f"/api/conversations/{root}").json()
+        assert len(original["turns"]) == 3 and original["turns"][1]["branch"] == {
+            "conversations": [root, branch],
+            "shown": 0,
+        }
+
+        # The branch goes on with its own history; a branch of the branch shares both prefixes.
+        more = chat({"message": "And its area?", "conversation_id": branch})
+        assert "Population of the metro area?" in json.dumps(fake_llm.last["messages"])
+        nested = chat({"message": "And its age?", "edit_of": more["turn"]["id"]})["conversation_id"]
+        deep = http.get(f"/api/conversations/{nested}").json()
+        assert [t["user_message"] for t in deep["turns"]] == [
+            "Capital of France?",
+            "Population of the metro area?",
+            "And its age?",
+        ]
+        assert deep["turns"][1]["branch"]["shown"] == 1 and deep["turns"][2]["branch"] == {
+            "conversations": [branch, nested],
+            "shown": 1,
+        }
+        assert deep["conversation"]["root_id"] == root
+
+        # One conversation listed; search reaches text in any branch; rename names the tree.
+        listed = http.get("/api/conversations").json()["conversations"]
+        assert [c["id"] for c in listed] == [root]
+        assert [
+            c["id"] for c in http.get("/api/conversations", params={"q": "METRO"}).json()["conversations"]
+        ] == [root]
+        assert http.get("/api/conversations", params={"q": "100%_"}).json()["conversations"] == []
+        renamed = http.post(f"/api/conversations/{nested}/rename", json={"title": "  Paris   facts "})
+        assert renamed.status_code == 200 and renamed.json()["title"] == "Paris facts"
+        assert http.get("/api/conversations").json()["conversations"][0]["title"] == "Paris facts"
+        assert http.post(f"/api/conversations/{root}/rename", json={"title": " "}).status_code == 400
+
+        # A failed edit leaves no empty branch behind.
+        with web.store.db.transaction() as s:
+            before = s.scalar(select(func.count()).select_from(Conversation))
+        fake_llm.fail_next(500, "upstream down")
+        with http.stream(
+            "POST", "/api/chat", json={"message": "x?", "edit_of": first["turn"]["id"]}
+        ) as reply:
+            reply.read()
+            assert reply.status_code >= 400
+        with web.store.db.transaction() as s:
+            assert s.scalar(select(func.count()).select_from(Conversation)) == before
+
+        # Delete any member: the whole tree is forgotten.
+        deleted = http.delete(f"/api/conversations/{branch}")
+        assert deleted.status_code == 200, deleted.text
+        assert sorted(deleted.json()["deleted"]) == sorted([root, branch, nested])
+        assert http.get("/api/conversations").json()["conversations"] == []
+        assert http.get(f"/api/conversations/{root}").status_code == 404
+        assert http.delete(f"/api/conversations/{root}").status_code == 404
+
+
+def test_stream_snapshots_are_rendered_html_and_stop_keeps_the_text_so_far(fake_llm: FakeOpenAI) -> None:
+    import threading
+
+    import httpx
+
+    from webchat import done, ndjson
+    from webusers import served
+
+    fake_llm.queue("Some **bold** words and `code` here, streamed in several pieces for the test.")
+    with served(ui_settings(fake_llm)) as web:
+        events = ndjson(web.client, "/api/chat", {"message": "Say it in Markdown"})
+        assert events[0]["type"] == "start" and events[0]["stream"]
+        snapshots = [e["html"] for e in events if e["type"] == "delta" and "html" in e]
+        assert snapshots and snapshots[0].startswith("<p>")
+        attempt = done(events)["turn"]["attempts"][0]
+        assert "<strong>bold</strong>" in attempt["html"] and "<code>code</code>" in attempt["html"]
+        assert http_status(web.client.post("/api/streams/no-such-token/stop")) == 404
+        learning = web.client.get("/api/programs/default/learning").json()
+        assert learning == {
+            "program": "default",
+            "version": 1,
+            "note": learning["note"],
+            "rules": 0,
+            "learning": False,
+        }
+        assert web.client.get("/api/programs/nope/learning").status_code == 404
+
+    with SlowStream(count=500, interval=0.02) as slow, served(ui_settings(None, model=slow.spec)) as web:
+        seen: list[dict[str, Any]] = []
+        with web.client.stream("POST", "/api/chat", json={"message": "Count"}) as reply:
+            lines = reply.iter_lines()
+            for line in lines:
+                seen.append(json.loads(line))
+                if sum(e["type"] == "delta" for e in seen) >= 5:
+                    break
+            token = seen[0]["stream"]
+            with httpx.Client(base_url=web.base_url, headers={"Accept": "application/json"}) as other:
+                stopper = threading.Thread(target=lambda: other.post(f"/api/streams/{token}/stop"))
+                stopper.start()
+                seen += [json.loads(line) for line in lines if line.strip()]
+                stopper.join()
+        result = done(seen)
+        stored = web.store.attempt(result["attempt_id"])
+        assert stored.status == "complete" and stored.extra == {"finish_reason": "stopped"}
+        assert 0 < len(stored.response) < len(slow.text()) and slow.text().startswith(stored.response)
+        rated = web.client.post(f"/api/attempts/{stored.id}/rate", json={"stars": 3})
+        assert rated.status_code == 200 and rated.json()["stars"] == 3
+
+
+def http_status(response: Any) -> int:
+    return int(response.status_code)
