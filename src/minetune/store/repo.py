@@ -312,18 +312,15 @@ class Store:
             raise StoreError(f"Feedback rejected by the database: {exc.orig}") from exc
 
     def history(self, conversation_id: int, before_turn: int | None = None) -> list[tuple[str, str]]:
-        """(user message, last complete response) for each answered turn of a conversation, in
-        order; a turn whose every attempt is unfinished (streaming, interrupted) is left out."""
+        """(user message, last complete response) for each answered turn of a conversation (for a
+        branch: its parent's turns before the fork, then its own), in order; a turn whose every
+        attempt is unfinished (streaming, interrupted) is left out."""
+        from minetune.store.branches import chain_turns
+
         with self.db.transaction() as s:
             conv = self.owned_row(s, Conversation, conversation_id)
-            query = (
-                select(Turn)
-                .options(selectinload(Turn.attempts))
-                .where(Turn.conversation_id == conv.id)
-                .order_by(Turn.index)
-            )
             pairs = []
-            for turn in s.scalars(query):
+            for turn in chain_turns(s, conv):  # a branch's history starts with its parent's turns
                 if before_turn is not None and turn.id == before_turn:
                     break
                 answers = [a for a in turn.attempts if a.status == COMPLETE]
@@ -667,7 +664,9 @@ def next_turn_index(s: Session, conversation_id: int) -> int:
     gaps, never duplicates). Locks the conversation row."""
     lock_row(s, Conversation, conversation_id)
     last = s.scalar(select(func.max(Turn.index)).where(Turn.conversation_id == conversation_id))
-    return 0 if last is None else last + 1
+    if last is None:  # a branch's first turn takes the index of the turn it replaces
+        return s.scalar(select(Conversation.fork_index).where(Conversation.id == conversation_id)) or 0
+    return last + 1
 
 
 def next_attempt_number(s: Session, turn_id: int) -> int:
