@@ -44,9 +44,11 @@ def timed(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
     return samples
 
 
-def serve_ready(cli: list[str], env: dict[str, str], runs: int, bare: bool = False) -> list[float]:
+def serve_ready(
+    cli: list[str], env: dict[str, str], runs: int, bare: bool = False, path: str = "/static/app.css"
+) -> list[float]:
     """Seconds from launching `minetune serve` (or the bare FastAPI+uvicorn app, the floor)
-    until it serves a static file over HTTP."""
+    until it serves ``path`` over HTTP (a static file; ``/`` is the first page, with templates)."""
     import socket
     import urllib.request
 
@@ -61,7 +63,7 @@ def serve_ready(cli: list[str], env: dict[str, str], runs: int, bare: bool = Fal
         try:
             while True:
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.css", timeout=1).read()
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1).read()
                     break
                 except OSError:
                     if proc.poll() is not None:
@@ -90,18 +92,26 @@ def main() -> None:
             ("minetune stats --json", [*cli, "stats", "--json"]),
             ("python -c 'import transformers' (peer)", [py, "-c", "import transformers"]),
         ]
-        measured = [(name, lambda cmd=cmd: timed(cmd, env, args.runs)) for name, cmd in rows]
-        serve = ("minetune serve (until it answers HTTP)", lambda: serve_ready(cli, env, args.runs))
-        floor = ("bare FastAPI+uvicorn app (serve floor)", lambda: serve_ready(cli, env, args.runs, True))
-        measured[4:4] = [floor, serve]
+        measured = [(name, lambda cmd=cmd: timed(cmd, env, 1)) for name, cmd in rows]
+        serve = ("minetune serve (until it answers HTTP)", lambda: serve_ready(cli, env, 1))
+        floor = ("bare FastAPI+uvicorn app (serve floor)", lambda: serve_ready(cli, env, 1, True))
+        page = ("serve, until the first page GET / (info)", lambda: serve_ready(cli, env, 1, path="/"))
+        measured[4:4] = [floor, serve, page]
+        # Round robin (one sample of every row per round), so a load change on the shared VM
+        # hits every row alike instead of the rows measured while it lasted.
+        samples: dict[str, list[float]] = {name: [] for name, _ in measured}
+        for _ in range(args.runs):
+            for name, measure in measured:
+                samples[name] += measure()
         print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, {args.runs} runs each, "
               f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}")
         print(f"{'command':<42} {'median s':>9} {'p90 s':>7} {'max s':>7}  target")
-        for name, measure in measured:
-            samples = sorted(measure())
-            p90 = samples[min(len(samples) - 1, int(0.9 * len(samples)))]
+        for name, _ in measured:
+            ordered = sorted(samples[name])
+            p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
             verdict = ("ok" if p90 < target(name) else "SLOW") if name.startswith("minetune") else ""
-            print(f"{name:<42} {statistics.median(samples):>9.3f} {p90:>7.3f} {samples[-1]:>7.3f}  {verdict}")
+            print(f"{name:<42} {statistics.median(ordered):>9.3f} {p90:>7.3f} {ordered[-1]:>7.3f}  {verdict}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
