@@ -485,6 +485,7 @@ def test_edit_branches_search_rename_and_delete_over_http(database_url: str, fak
             c["id"] for c in http.get("/api/conversations", params={"q": "METRO"}).json()["conversations"]
         ] == [root]
         assert http.get("/api/conversations", params={"q": "100%_"}).json()["conversations"] == []
+        assert http.get("/api/conversations", params={"q": "a\x00b"}).status_code == 400
         renamed = http.post(f"/api/conversations/{nested}/rename", json={"title": "  Paris   facts "})
         assert renamed.status_code == 200 and renamed.json()["title"] == "Paris facts"
         assert http.get("/api/conversations").json()["conversations"][0]["title"] == "Paris facts"

@@ -9,12 +9,17 @@ the original stays as it was, and the chat offers a switcher between them at tur
 
 from __future__ import annotations
 
-from minetune.app.forget import ForgetReport, forget
+from typing import TYPE_CHECKING
+
 from minetune.config import Settings
 from minetune.errors import MinetuneError
 from minetune.store import Store, branches, browse
 from minetune.store.branches import MAX_TITLE_CHARS, Thread
 from minetune.store.browse import ConversationSummary
+from minetune.store.text import has_controls
+
+if TYPE_CHECKING:
+    from minetune.app.forget import ForgetReport
 
 MAX_QUERY_CHARS = 200
 
@@ -32,6 +37,8 @@ def fork(store: Store, turn_id: int) -> int:
 
 def discard_fork(store: Store, settings: Settings, conversation_id: int) -> None:
     """Forget a branch that never got an answer (the model failed), so no empty branch is left."""
+    from minetune.app.forget import forget  # erasure's imports stay out of server start-up
+
     if not store.conversation_turn_ids(conversation_id):
         forget(store, settings, conversations=[conversation_id])
 
@@ -50,6 +57,8 @@ def search(store: Store, program: str, query: str) -> list[ConversationSummary]:
     ``query``, newest first; every conversation for an empty query."""
     if len(query) > MAX_QUERY_CHARS:
         raise MinetuneError(f"The search is {len(query):,} characters; the limit is {MAX_QUERY_CHARS}.")
+    if has_controls(query):
+        raise MinetuneError("The search contains control characters; type words to look for.")
     if not query.strip():
         return browse.conversations(store, program)
     return browse.conversations(store, program, ids=branches.search(store, program, query))
@@ -58,4 +67,6 @@ def search(store: Store, program: str, query: str) -> list[ConversationSummary]:
 def delete(store: Store, settings: Settings, conversation_id: int) -> ForgetReport:
     """Forget a conversation and every branch of it, as ``minetune forget --conversation`` does
     (its text is removed from later prompts, lessons, demos and adapters' lineage too)."""
+    from minetune.app.forget import forget
+
     return forget(store, settings, conversations=branches.tree_ids(store, conversation_id))
