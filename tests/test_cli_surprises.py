@@ -110,3 +110,44 @@ def test_stats_explains_the_mean_score() -> None:
     shown = run("stats", columns="40")
     assert shown.returncode == 0, shown.stderr
     assert "mean score: per turn 1 / the attempts it took to reach 5★" in flat(shown.stdout)
+
+
+def test_quiet_loading_hides_progress_bars_warnings_and_logs_then_restores_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from minetune.learn.quiet import quiet_loading
+
+    hf_logging.enable_progress_bar()
+    with quiet_loading():
+        assert not hf_logging.is_progress_bar_enabled()
+        warnings.warn("a tracer warning", UserWarning, stacklevel=1)
+        logging.getLogger("onnxruntime").warning("consider pre-processing")
+    assert hf_logging.is_progress_bar_enabled()
+    assert logging.root.manager.disable == logging.NOTSET
+    captured = capsys.readouterr()
+    assert "tracer warning" not in captured.err and "pre-processing" not in captured.err
+
+
+@pytest.mark.slow  # loads the sentence-transformers embedder in a fresh process
+def test_import_that_loads_the_embedder_prints_no_progress_bar(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]} for q in "ab"
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shown = run(
+        "import",
+        str(data),
+        "-p",
+        "p",
+        columns="80",
+        env={"MINETUNE_REOPTIMIZE": "true", "MINETUNE_EMBEDDER": "minilm"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Demo index rebuilt" in shown.stdout
+    assert "Loading weights" not in shown.stderr and "Warning" not in shown.stderr, shown.stderr

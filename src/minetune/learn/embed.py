@@ -84,10 +84,13 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local directory, on CPU."""
 
     def __init__(self, name: str, path: Path) -> None:
-        from sentence_transformers import SentenceTransformer
+        from minetune.learn.quiet import quiet_loading
 
         self.name = name
-        self._model: Any = SentenceTransformer(str(path), device="cpu")
+        with quiet_loading():  # no "Loading weights" bar for a load the user did not ask for
+            from sentence_transformers import SentenceTransformer
+
+            self._model: Any = SentenceTransformer(str(path), device="cpu")
         self.dim = int(self._model.get_embedding_dimension() or 0)
         self._single = Coalescer(self._encode)
 

@@ -71,8 +71,10 @@ def export_int8(target: Path) -> Path:
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(mean, p=2.0, dim=1)
 
+    from minetune.learn.quiet import quiet_loading
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _EXPORT_LOCK, tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with _EXPORT_LOCK, quiet_loading(), tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         if target.is_file():
             return target
         model = AutoModel.from_pretrained(str(minilm_dir()), attn_implementation="eager").eval()
