@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def export(
 
 
 def _copy_to_stdout(path: Path) -> None:
-    stream = click.get_binary_stream("stdout")
+    stream = sys.stdout.buffer
     with path.open("rb") as fh:
         shutil.copyfileobj(fh, stream)
     stream.flush()
@@ -210,7 +211,7 @@ def import_cmd(
         if str(path) == "-":
             source = Path(scratch) / "stdin"
             with source.open("wb") as fh:
-                shutil.copyfileobj(click.get_binary_stream("stdin"), fh)
+                shutil.copyfileobj(sys.stdin.buffer, fh)
         report = import_file(
             _store(ctx),
             settings,
