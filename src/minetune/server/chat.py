@@ -162,8 +162,8 @@ async def _stream(
     The event loop awaits the events: no thread of the pages' pool waits on the model. Setting
     ``stop`` (``POST /api/streams/{token}/stop``) ends the answer where it is."""
     pool = server_state(request).upstream
-    token, stop = _register_stop(user)
     slot = pool.admit(user)  # 429 when the user has too many answers in flight
+    token, stop = _register_stop(user)
     try:
         work = await pool.run(prepare, stop)
     except BaseException:
