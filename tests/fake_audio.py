@@ -157,6 +157,9 @@ def build_tiny_whisper(folder: Any) -> str:
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config)
+    # Output logits are tied to the token embeddings: at the default init (std 0.02) they stay
+    # near-uniform and no adapter can make them peak, so the tiny model gets wider embeddings.
+    torch.nn.init.normal_(model.model.decoder.embed_tokens.weight, 0.0, 0.3)
     generation: Any = model.generation_config
     generation.no_timestamps_token_id = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
     model.save_pretrained(out)

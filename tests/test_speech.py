@@ -3,6 +3,7 @@ correct → vocabulary in the next prompt; forget a clip erases its audio, trans
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -211,3 +212,45 @@ def test_bad_audio_and_non_transcripts_are_refused(tmp_path: Path, fake_stt: Fak
     assert "speech" not in [p.name for p in store.programs()]  # a bad file stores nothing
     with pytest.raises(MinetuneError, match="no speech model"):
         speech.transcribe(store, load_settings(), [speak("hi", tmp_path / "hi.wav")])
+
+
+def test_corrections_export_as_an_audiofolder_dataset_and_import_back(
+    tmp_path: Path, fake_stt: FakeTranscriptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()
+    store = Store.open(settings)
+    fake_stt.queue("deploy my pods on cube and eighties", "hello world")
+    clips = [
+        speak("deploy my pods on kubernetes", tmp_path / "a.wav"),
+        speak("hello world", tmp_path / "b.wav"),
+    ]
+    first, second = speech.transcribe(
+        store, settings, clips, model=f"openai-compatible:w@{fake_stt.base_url}"
+    )
+    speech.correct(store, first.attempt_id, "deploy my pods on Kubernetes")
+    speech.correct(store, second.attempt_id, "hello world")  # confirmed as heard
+    out = tmp_path / "dataset"
+    assert speech.export_dataset(store, settings, out) == 2
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["transcription"] for r in rows] == ["deploy my pods on Kubernetes", "hello world"]
+    assert rows[0]["original"] == "deploy my pods on cube and eighties" and "original" not in rows[1]
+    assert (out / rows[0]["file_name"]).read_bytes() == Path(clips[0]).read_bytes()
+    assert stat.S_IMODE((out / "metadata.jsonl").stat().st_mode) == 0o600
+
+    # The layout is the audiofolder one (metadata.jsonl with file_name); loading it through
+    # `datasets` needs torchcodec for audio columns, which this environment does not install.
+    assert all(set(r) >= {"file_name", "transcription"} and r["file_name"].startswith("clips/") for r in rows)
+
+    monkeypatch.setenv("MINETUNE_HOME", str(tmp_path / "other-home"))
+    other_settings = load_settings()
+    other = Store.open(other_settings)
+    ids = speech.import_dataset(other, other_settings, out)
+    assert len(ids) == 2
+    assert [t.text for t in speech.vocabulary(other)] == ["Kubernetes"]
+    turn = other.turn(other.attempt(ids[0]).turn_id)
+    assert [a.response for a in turn.attempts] == [
+        "deploy my pods on cube and eighties",
+        "deploy my pods on Kubernetes",
+    ]
+    assert speech.export_dataset(other, other_settings, tmp_path / "again") == 2
+    assert (tmp_path / "again" / "metadata.jsonl").read_text() == (out / "metadata.jsonl").read_text()

@@ -20,6 +20,11 @@ training sets never see audio references.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ from typing import Any
 from minetune.app.exchange import answer_program, check_length
 from minetune.config import Settings
 from minetune.errors import FeedbackError, MinetuneError, NotFoundError, StoreError
+from minetune.files import private_tree
 from minetune.models.audio import Clip, read
 from minetune.models.transcribe import (
     Transcriber,
@@ -36,9 +42,10 @@ from minetune.models.transcribe import (
     word_changes,
 )
 from minetune.store import Store
-from minetune.store.audio import parse_ref, save_clip
+from minetune.store.audio import LabelledClip, parse_ref, save_clip
 from minetune.store.exchanges import record_exchange
 from minetune.store.schema import Lesson, ProgramVersion
+from minetune.train.whisper import WhisperGate, WhisperLoraConfig
 
 SPEECH_PROGRAM = "speech"
 SPEECH_INSTRUCTIONS = "Transcribe the user's speech."
@@ -104,7 +111,7 @@ def vocabulary_terms(version: ProgramVersion) -> list[str]:
 def transcribe(
     store: Store,
     settings: Settings,
-    paths: list[str | Path],
+    paths: Sequence[str | Path],
     *,
     program: str = SPEECH_PROGRAM,
     model: str | None = None,
@@ -273,3 +280,208 @@ def remove_terms(store: Store, items: list[str], program: str = SPEECH_PROGRAM) 
             raise NotFoundError(f"No vocabulary term {item!r} in {program!r}. See `minetune vocab list`.")
     version, _ = store.change_lessons(program, retire=ids, note=f"vocabulary: removed {len(ids)} term(s)")
     return version
+
+
+# -- the weight layer -----------------------------------------------------------------------------
+
+SPEECH_METHOD = "whisper-lora"
+HELD_OUT_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class SpeechUpdateResult:
+    """One incremental update: whether the gate kept it, why, and what it measured."""
+
+    accepted: bool
+    reason: str
+    metrics: dict[str, Any]
+    new_clips: int
+    replayed: int
+    held_out: int
+    adapter_id: int | None = None
+    version: int | None = None
+    parent_id: int | None = None
+
+
+def _held_out(clips: list[LabelledClip], fraction: float) -> set[int]:
+    """Held-out turns chosen by the clip's hash (a clip never moves between sets as data grows);
+    at least one when there are two clips or more."""
+    if len(clips) < 2:
+        return set()
+    bucket = {c.turn_id: int(c.ref.sha256[:8], 16) / 0xFFFFFFFF for c in clips}
+    chosen = {t for t, b in bucket.items() if b < fraction}
+    if not chosen:
+        chosen = {min(bucket, key=lambda t: bucket[t])}
+    if len(chosen) == len(clips):
+        chosen.discard(max(bucket, key=lambda t: bucket[t]))
+    return chosen
+
+
+def update_adapter(
+    store: Store,
+    settings: Settings,
+    program: str = SPEECH_PROGRAM,
+    *,
+    config: WhisperLoraConfig | None = None,
+    gate: WhisperGate | None = None,
+    held_out_turns: Sequence[int] | None = None,
+    cancel: threading.Event | None = None,
+) -> SpeechUpdateResult:
+    """Train the program's Whisper adapter further on the clips corrected since the last update,
+    replaying older ones, and keep it only if the gate passes (held-out WER, retention): a kept
+    update is recorded with its lineage and published as a new program version serving it."""
+    from minetune.models.audio import decode
+    from minetune.models.spec import parse_spec
+    from minetune.store import adapters as adapters_db
+    from minetune.store.audio import clip_path, labelled_clips
+    from minetune.train.base import adapters_root
+    from minetune.train.whisper import SpeechExample, train_update
+
+    version = speech_program(store, program)
+    spec = parse_spec(version.model_spec or "")
+    if spec.backend != "hf":
+        raise MinetuneError(
+            f"Program {program!r} transcribes with {version.model_spec!r}; weight updates need a local "
+            "Whisper model (hf:<dir>). Transcribe with --model hf:<dir> first."
+        )
+    parent = adapters_db.active_adapter(store, program)
+    lineage = {int(a) for a in (parent.lineage_attempt_ids if parent else [])}
+    clips = labelled_clips(store, program, CORRECTION_SPEC)
+    held = set(held_out_turns) if held_out_turns is not None else _held_out(clips, HELD_OUT_FRACTION)
+
+    def example(c: LabelledClip) -> SpeechExample:
+        data = clip_path(settings.home, store.user_name, c.ref).read_bytes()
+        return SpeechExample(decode(data, f"clip.{c.ref.ext}").samples, c.text, c.attempt_ids)
+
+    new = [example(c) for c in clips if c.turn_id not in held and not set(c.attempt_ids) <= lineage]
+    replay = [example(c) for c in clips if c.turn_id not in held and set(c.attempt_ids) <= lineage]
+    held_out = [example(c) for c in clips if c.turn_id in held]
+    if not new:
+        raise MinetuneError(f"No clips of {program!r} were corrected since the last update.")
+    root = adapters_root(settings, program, store.user_name)
+    work = root / f"incoming-{os.getpid()}-{time.time_ns()}"
+    try:
+        update = train_update(
+            spec.model,
+            work,
+            new,
+            parent_adapter=parent.path if parent else None,
+            replay=replay,
+            held_out=held_out,
+            config=config,
+            cancel=cancel,
+            prompt=vocabulary_prompt(vocabulary_terms(version)),
+        )
+        decision = (gate or WhisperGate()).decide(update, len(held_out))
+        metrics = decision.report | {"gate": decision.reason, "accepted": decision.accepted}
+        if not decision.accepted:
+            return SpeechUpdateResult(
+                False,
+                decision.reason,
+                metrics,
+                len(new),
+                update.replayed,
+                len(held_out),
+                parent_id=parent.id if parent else None,
+            )
+
+        def place(adapter_id: int) -> str:
+            final = root / str(adapter_id)
+            if final.exists():
+                shutil.rmtree(final)
+            work.rename(final)
+            private_tree(final)
+            return str(final)
+
+        adapter, published = adapters_db.publish_adapter(
+            store,
+            program,
+            place=place,
+            serve_spec=lambda path: f"hf:{spec.model}?adapter={path}",
+            method=SPEECH_METHOD,
+            base_model=spec.model,
+            parent_id=parent.id if parent else None,
+            example_attempt_ids=update.trained_attempt_ids,
+            metrics=metrics | {"config": (config or WhisperLoraConfig()).as_dict()},
+            note=f"Whisper LoRA update ({len(new)} new, {update.replayed} replayed): {decision.reason}",
+        )
+        return SpeechUpdateResult(
+            True,
+            decision.reason,
+            metrics,
+            len(new),
+            update.replayed,
+            len(held_out),
+            adapter.id,
+            published.number,
+            parent.id if parent else None,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -- datasets -------------------------------------------------------------------------------------
+
+IMPORTED_SPEC = "import:audiofolder"
+
+
+def export_dataset(
+    store: Store, settings: Settings, out_dir: str | Path, program: str = SPEECH_PROGRAM
+) -> int:
+    """Write every labelled clip of ``program`` as a Hugging Face audiofolder dataset (its
+    ``metadata.jsonl`` is the JSONL export); the number of clips."""
+    from minetune.io.audiofolder import SpeechRow, write_audiofolder
+    from minetune.store.audio import clip_path, labelled_clips
+
+    speech_program(store, program)
+    rows = []
+    for clip in labelled_clips(store, program, CORRECTION_SPEC):
+        attempts = {a.id: a for a in store.turn(clip.turn_id).attempts}
+        first = attempts[min(attempts)]
+        extra = next((a.extra or {} for a in attempts.values() if a.model_spec == CORRECTION_SPEC), {})
+        rows.append(
+            SpeechRow(
+                clip_path(settings.home, store.user_name, clip.ref).read_bytes(),
+                clip.ref.ext,
+                clip.text,
+                first.response if first.response != clip.text else None,
+                list(extra.get("changes", [])),
+                clip.ref.seconds,
+            )
+        )
+    return write_audiofolder(rows, out_dir)
+
+
+class _Given:
+    """A 'backend' that hears what an imported dataset says was heard."""
+
+    spec = IMPORTED_SPEC
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def transcribe(self, clip: Clip, prompt: str | None = None) -> Any:
+        from minetune.models.transcribe import Transcription
+
+        return Transcription(self.text, 1, 0.0)
+
+
+def import_dataset(
+    store: Store, settings: Settings, data_dir: str | Path, program: str = SPEECH_PROGRAM
+) -> list[int]:
+    """Import an audiofolder dataset: each clip is stored with what was heard (``original``, or
+    its transcription) and, where the transcription differs, corrected to it (so its words join
+    the vocabulary); a clip without an ``original`` is rated 5 stars. The transcript ids."""
+    from minetune.io.audiofolder import read_audiofolder
+    from minetune.models.audio import decode
+
+    rows = read_audiofolder(data_dir)
+    clips = [decode(row.data, f"clip.{row.ext}") for row in rows]
+    version = speech_program(store, program)
+    ids = []
+    for row, clip in zip(rows, clips, strict=True):
+        heard = row.original if row.original is not None else row.transcription
+        stored = _store_transcript(store, settings, version, _Given(heard), clip, None)
+        ids.append(stored.attempt_id)
+        correct(store, stored.attempt_id, row.transcription)
+    return ids

@@ -106,4 +106,72 @@ def vocab_remove(ctx: click.Context, terms: tuple[str, ...], program: str) -> No
     out.print(f"Vocabulary updated: {program} v{version.number}.", highlight=False)
 
 
-COMMANDS = (transcribe, correct, vocab_app)
+@click.group("speech")
+def speech_app() -> None:
+    """The weight layer and datasets of speech: incremental Whisper adapters, export, import."""
+
+
+@speech_app.command("update")
+@program_option
+@click.option("--steps", type=click.IntRange(1, 100_000), default=40, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=3e-3, show_default=True)
+@click.option(
+    "--max-wer-rise", type=float, default=0.0, show_default=True, help="Held-out WER rise the gate allows."
+)
+@click.pass_context
+def speech_update(
+    ctx: click.Context, program: str, steps: int, learning_rate: float, max_wer_rise: float
+) -> None:
+    """Train the local Whisper's LoRA adapter on the clips corrected since the last update (with
+    replay of older ones); kept only if held-out WER and retention do not get worse."""
+    from minetune.app import speech
+    from minetune.train.whisper import WhisperGate, WhisperLoraConfig
+
+    r = speech.update_adapter(
+        _store(ctx),
+        _settings(ctx),
+        program,
+        config=WhisperLoraConfig(steps=steps, learning_rate=learning_rate),
+        gate=WhisperGate(max_wer_rise=max_wer_rise, max_retention_rise=max_wer_rise),
+    )
+    m = r.metrics
+    out.print(
+        f"{r.new_clips} new clip(s), {r.replayed} replayed, {r.held_out} held out; loss on the new clips "
+        f"{m['new_loss_before']:.3f} -> {m['new_loss_after']:.3f} in {m['seconds']:.1f} s",
+        highlight=False,
+    )
+    if r.accepted:
+        out.print(
+            f"Kept: adapter {r.adapter_id}, {program} v{r.version} ({escape(r.reason)}).", highlight=False
+        )
+    else:
+        out.print(
+            f"Refused by the gate: {escape(r.reason)}. The previous model keeps serving.", highlight=False
+        )
+
+
+@speech_app.command("export")
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+@program_option
+@click.pass_context
+def speech_export(ctx: click.Context, out_dir: Path, program: str) -> None:
+    """Write the corrected clips as a Hugging Face audiofolder dataset (metadata.jsonl + clips/)."""
+    from minetune.app import speech
+
+    count = speech.export_dataset(_store(ctx), _settings(ctx), out_dir, program)
+    out.print(f"Exported {count} clip(s) to {escape(str(out_dir))}.", highlight=False)
+
+
+@speech_app.command("import")
+@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@program_option
+@click.pass_context
+def speech_import(ctx: click.Context, data_dir: Path, program: str) -> None:
+    """Import an audiofolder dataset (metadata.jsonl with file_name and transcription)."""
+    from minetune.app import speech
+
+    ids = speech.import_dataset(_store(ctx), _settings(ctx), data_dir, program)
+    out.print(f"Imported {len(ids)} clip(s) as transcripts {', '.join(map(str, ids))}.", highlight=False)
+
+
+COMMANDS = (transcribe, correct, vocab_app, speech_app)

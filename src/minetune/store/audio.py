@@ -130,3 +130,50 @@ def delete_unreferenced(
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # only when empty
     return paths
+
+
+@dataclass(frozen=True)
+class LabelledClip:
+    """A clip whose words the user settled: the corrected text (or a transcript rated 5 stars),
+    with the attempts it derives from (the transcript and its correction)."""
+
+    turn_id: int
+    ref: AudioRef
+    text: str
+    attempt_ids: tuple[int, ...]
+
+
+def labelled_clips(store: Store, program: str, correction_spec: str) -> list[LabelledClip]:
+    """Every labelled clip of ``program``, oldest first; turns excluded on the dataset page are
+    left out. The newest correction wins; without one, the newest 5-star complete transcript."""
+    from sqlalchemy.orm import selectinload
+
+    from minetune.store.repo import effective_ratings
+    from minetune.store.schema import COMPLETE, Attempt
+
+    with store.db.transaction() as s:
+        prog = store.program_row(s, program)
+        turns = s.scalars(
+            select(Turn)
+            .join(Conversation, Turn.conversation_id == Conversation.id)
+            .where(Conversation.program_id == prog.id, Turn.excluded.is_(False))
+            .options(selectinload(Turn.attempts).selectinload(Attempt.feedback))
+            .order_by(Turn.id)
+        ).all()
+        out: list[LabelledClip] = []
+        for turn in turns:
+            ref = parse_ref(turn.user_message)
+            if ref is None:
+                continue
+            done = [a for a in turn.attempts if a.status == COMPLETE]
+            stars = effective_ratings((fb.attempt_id, fb.kind, fb.stars) for a in done for fb in a.feedback)
+            corrections = [a for a in done if a.model_spec == correction_spec]
+            chosen = (
+                corrections[-1]
+                if corrections
+                else next((a for a in reversed(done) if stars.get(a.id) == 5), None)
+            )
+            if chosen is None or not chosen.response.strip():
+                continue
+            out.append(LabelledClip(turn.id, ref, chosen.response, tuple(a.id for a in done)))
+        return out
