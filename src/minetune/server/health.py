@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from minetune.server.webutil import server_state
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
