@@ -51,9 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from minetune.app.evaluate import recount_after_forget
 from minetune.config import Settings, load_settings
@@ -65,6 +63,9 @@ from minetune.store import forget as forget_db
 from minetune.store.audio import delete_unreferenced
 from minetune.store.repo import new_version
 from minetune.store.schema import Program
+
+if TYPE_CHECKING:
+    import httpx
 
 MARKER = "[forgotten]"
 # Forgotten texts shorter than this are not searched for inside unrelated text ("ok", "hi" would
