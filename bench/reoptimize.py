@@ -3,14 +3,17 @@
 For 100, 1k and 10k stored rated turns this measures, on the same data and the same embedder
 (offline all-MiniLM-L6-v2):
 
-- minetune: ``Learner.on_feedback`` after one new 5-star rating (the new turn's message was
-  embedded when it was sent, as in the chat loop) — the incremental demo-index sync;
-- minetune: choosing demos for a new message (``demos_for``: embed the message + select);
+- minetune: ``Learner.on_feedback`` after one new rating (1-5 stars; the new turn's message was
+  embedded when it was sent, as in the chat loop) — the incremental demo-index sync plus the
+  drift-aware credit update: the rating is credited to the demos that answer was shown (every
+  stored attempt was shown 3 demos, and each new one is shown what ``demos_for`` chose for it);
+- minetune: choosing demos for a new message (``demos_for``: embed the message + select by
+  similarity x posterior weight);
 - DSPy ``LabeledFewShot(k=3).compile`` over the accepted examples (rebuilt from scratch);
 - DSPy ``KNNFewShot(k=3, trainset, vectorizer=Embedder(minilm))`` construction, which embeds
   the whole trainset again (what "re-optimizing" with it after one new example costs).
 
-    .venv/bin/python bench/reoptimize.py [--sizes 100 1000 10000] [--repeats 50]
+    .venv/bin/python bench/reoptimize.py [--sizes 100 1000 10000] [--repeats 50] [--no-dspy]
 """
 
 from __future__ import annotations
@@ -103,7 +106,8 @@ def build_store(home: Path, n: int, embedder, rng: random.Random):  # type: igno
                     "messages": [{"role": "user", "content": t}],
                     "response": f"answer {i}",
                     "latency_ms": 1.0,
-                    "demo_attempt_ids": [],
+                    # The lineage the credit update walks: each answer was shown 3 earlier ones.
+                    "demo_attempt_ids": rng.sample(range(1, i + 1), 3) if i >= 3 else [],
                 }
                 for i, t in enumerate(texts)
             ],
@@ -118,17 +122,16 @@ def build_store(home: Path, n: int, embedder, rng: random.Random):  # type: igno
         s.execute(
             insert(TurnEmbedding),
             [
-                {"turn_id": i + 1, "model": "minilm", "dim": embedder.dim, "vector": to_bytes(v)}
+                {"turn_id": i + 1, "model": settings.embedder, "dim": embedder.dim, "vector": to_bytes(v)}
                 for i, v in enumerate(vectors)
             ],
         )
     return store, settings, conv.id, texts
 
 
-def bench_size(n: int, repeats: int, embedder, rng: random.Random) -> list[tuple[str, list[float]]]:  # type: ignore[no-untyped-def]
-    import dspy
-    from dspy.teleprompt import KNNFewShot, LabeledFewShot
-
+def bench_size(
+    n: int, repeats: int, embedder, rng: random.Random, dspy_too: bool = True
+) -> list[tuple[str, list[float]]]:  # type: ignore[no-untyped-def]
     from minetune.learn.reoptimize import Learner
 
     with tempfile.TemporaryDirectory() as home:
@@ -138,22 +141,39 @@ def bench_size(n: int, repeats: int, embedder, rng: random.Random) -> list[tuple
         learner.rebuild()  # cold start: load every candidate into memory once per process
         cold = (time.perf_counter() - start) * 1000
 
-        sync, select = [], []
+        sync, select, credited = [], [], 0
         for i in range(repeats):
             text = message(n + i, rng)
+            start = time.perf_counter()
+            demos, vector = learner.demos_for(text)  # what the chat loop does before answering
+            select.append((time.perf_counter() - start) * 1000)
             turn = store.add_turn(conv_id, text)
             attempt = store.add_attempt(
-                turn.id, version_id=None, model_spec="bench", messages=[], response="ok", latency_ms=1.0
+                turn.id,
+                version_id=None,
+                model_spec="bench",
+                messages=[],
+                response=f"answer {n + i}",
+                latency_ms=1.0,
+                demo_attempt_ids=[d.attempt_id for d in demos],
             )
-            learner.remember_embedding(turn.id, learner.embed(text))  # done at send time in the loop
-            feedback = store.add_feedback(attempt.id, "explicit", 5)
+            learner.remember_embedding(turn.id, vector)  # done at send time in the loop
+            feedback = store.add_feedback(attempt.id, "explicit", rng.choice([1, 2, 3, 4, 5, 5]))
             start = time.perf_counter()
-            learner.on_feedback(feedback.id)
+            report = learner.on_feedback(feedback.id)
             sync.append((time.perf_counter() - start) * 1000)
-            start = time.perf_counter()
-            learner.demos_for(message(10**6 + i, rng))
-            select.append((time.perf_counter() - start) * 1000)
+            credited += report.demos_credited
         store.close()
+    print(f"{n:>6}  (demo stats credited by the {repeats} measured ratings: {credited})")
+    ours = [
+        ("minetune on_feedback (sync + credit update)", sync),
+        ("minetune demos_for (embed + select)", select),
+        ("minetune cold start (load index + credit once)", [cold]),
+    ]
+    if not dspy_too:
+        return ours
+    import dspy
+    from dspy.teleprompt import KNNFewShot, LabeledFewShot
 
     trainset = [
         dspy.Example(message=t, response=f"answer {i}").with_inputs("message") for i, t in enumerate(texts)
@@ -170,10 +190,7 @@ def bench_size(n: int, repeats: int, embedder, rng: random.Random) -> list[tuple
         start = time.perf_counter()
         KNNFewShot(k=3, trainset=trainset, vectorizer=vectorizer)
         knn.append((time.perf_counter() - start) * 1000)
-    return [
-        ("minetune on_feedback (incremental sync)", sync),
-        ("minetune demos_for (embed + select)", select),
-        ("minetune cold start (load index once)", [cold]),
+    return ours + [
         ("DSPy LabeledFewShot rebuild", labeled),
         ("DSPy KNNFewShot rebuild (re-embeds trainset)", knn),
     ]
@@ -183,6 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--no-dspy", action="store_true", help="only minetune's rows (no DSPy rebuilds)")
     args = parser.parse_args()
 
     from minetune.learn.embed import load_embedder
@@ -190,11 +208,12 @@ def main() -> None:
     embedder = load_embedder()
     print(
         f"bench/reoptimize.py · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.platform()} · "
-        f"{os.cpu_count()} CPUs · Python {platform.python_version()} · embedder minilm ({embedder.dim} dims)"
+        f"{os.cpu_count()} CPUs · Python {platform.python_version()} · "
+        f"embedder minilm-int8 ({embedder.dim} dims)"
     )
     print(f"{'turns':>6}  {'what':<46} {'n':>4} {'p50 ms':>10} {'p95 ms':>10}")
     for n in args.sizes:
-        rows = bench_size(n, args.repeats, embedder, random.Random(n))
+        rows = bench_size(n, args.repeats, embedder, random.Random(n), dspy_too=not args.no_dspy)
         ours = percentile(rows[0][1], 0.95)
         for name, samples in rows:
             print(

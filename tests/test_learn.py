@@ -95,7 +95,9 @@ def test_mmr_prefers_diverse_demos_within_budget() -> None:
     b = np.array([0.6, 0.0, 0.8], dtype=np.float32)
     for turn, vec, stars in ((1, a, 5), (2, near_a, 5), (3, b, 4)):
         index.upsert(Candidate(turn, turn, 1, f"u{turn}", f"r{turn}", stars), vec)
-    policy = {"k": 2, "min_similarity": 0.0, "mmr_lambda": 0.3, "token_budget": 100}
+    # stars / 5 weights (credit off), so only similarity and diversity decide (recency is tested
+    # in tests/test_demo_drift.py)
+    policy = {"k": 2, "min_similarity": 0.0, "mmr_lambda": 0.3, "token_budget": 100, "credit": False}
     chosen = index.select(a, policy)
     assert [d.turn_id for d in chosen] == [1, 3]  # the near-duplicate loses to the diverse one
     assert [d.turn_id for d in index.select(a, policy | {"mmr_lambda": 1.0})] == [1, 2]

@@ -1,8 +1,11 @@
 """Re-optimization after feedback: keep the demo index in sync and learn lessons from critiques.
 
 The demo index of a program is kept in memory per process and synchronised incrementally from
-the store: only feedback newer than the last seen id is read, so one new rating costs a couple of
-small indexed queries and a vector insert, whatever the size of the history.
+the store: only feedback newer than the last seen id is read, so one new rating costs a few
+small indexed queries, a vector insert and the credit update of the demos the rated attempt was
+shown (:mod:`minetune.learn.demos`), whatever the size of the history. Everything in the index
+is derived from the store (ratings, embeddings, the demo lineage), so a fresh process rebuilds
+the same index on first use.
 """
 
 from __future__ import annotations
@@ -15,10 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from minetune.config import Settings
 from minetune.errors import MinetuneError
-from minetune.learn.demos import Demo, DemoIndex, accepted_candidates, policy_with_defaults
+from minetune.learn.demos import (
+    DEFAULT_POLICY,
+    Demo,
+    DemoIndex,
+    accepted_candidates,
+    imitation_shares,
+    policy_with_defaults,
+)
 from minetune.learn.embed import Embedder, from_bytes, load_embedder, to_bytes
 from minetune.models.base import ChatModel
 from minetune.store import Store, effective_ratings
+from minetune.store.demo_lineage import shown_demos
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,17 +44,20 @@ _LOCK = threading.Lock()
 class _SyncedIndex:
     index: DemoIndex
     min_stars: int
+    half_life: float = float(DEFAULT_POLICY["half_life"])
     last_feedback_id: int = 0
     up_to: int | None = None  # frozen: only feedback ids up to this one (reoptimize off)
 
 
 def drop_turns(turn_ids: Sequence[int]) -> None:
     """Remove turns from every demo index of this process (after :func:`minetune.app.forget.forget`
-    deleted them; other processes drop them on their next selection, which checks the store)."""
+    deleted them): their demos, and what their ratings credited to other demos. Other processes
+    drop a forgotten demo on their next selection, which checks the store, and forget its credit
+    when they rebuild (restart, ``minetune optimize``)."""
     with _LOCK:
         for state in _INDEXES.values():
             for turn_id in turn_ids:
-                state.index.remove_turn(turn_id)
+                state.index.forget_turn(turn_id)
 
 
 @dataclass
@@ -52,6 +66,7 @@ class LearningReport:
 
     demo_candidates: int = 0
     turns_updated: int = 0
+    demos_credited: int = 0  # demo stats changed by ratings of answers shown them
     version: int | None = None
     rule: str | None = None
     superseded: list[int] = field(default_factory=list)
@@ -84,7 +99,7 @@ class Learner:
 
     # -- the demo index ------------------------------------------------------------------
 
-    def _synced(self) -> tuple[_SyncedIndex, int]:
+    def _synced(self, report: LearningReport | None = None) -> tuple[_SyncedIndex, int]:
         """The program's index, brought up to date with feedback newer than it has seen.
 
         With ``reoptimize`` off the prompt is frozen: the index holds only feedback recorded up
@@ -95,25 +110,41 @@ class Learner:
         key = self._key(version.id if frozen else 0)
         with _LOCK:
             state = _INDEXES.get(key)
-            min_stars = int(policy_with_defaults(version.demo_policy)["min_stars"])
-            if state is None or state.min_stars != min_stars:
+            policy = policy_with_defaults(version.demo_policy)
+            min_stars, half_life = int(policy["min_stars"]), float(policy["half_life"])
+            if state is None or (state.min_stars, state.half_life) != (min_stars, half_life):
                 up_to = self.store.feedback_watermark(version.created_at) if frozen else None
-                state = _SyncedIndex(DemoIndex(), min_stars, up_to=up_to)
+                state = _SyncedIndex(DemoIndex(half_life), min_stars, half_life, up_to=up_to)
                 _INDEXES[key] = state
-            return state, self._apply_new_feedback(state)
+            return state, self._apply_new_feedback(state, report)
 
-    def _apply_new_feedback(self, state: _SyncedIndex) -> int:
+    def _apply_new_feedback(self, state: _SyncedIndex, report: LearningReport | None = None) -> int:
         newest, turn_ids = self.store.feedback_since(self.program, state.last_feedback_id, state.up_to)
         if not turn_ids:
             return 0
         rows = self.store.feedback_rows(self.program, turn_ids, state.up_to)
+        index = state.index
+        for attempt_id, turn_id, *_ in rows:  # the clock: turns in the order of their first feedback
+            index.note_turn(turn_id)
+            index.attach(attempt_id, turn_id)
         candidates = {c.turn_id: c for c in accepted_candidates(rows, state.min_stars)}
         vectors = self._vectors(list(candidates), {c.turn_id: c.user for c in candidates.values()})
         for turn_id in turn_ids:
             if turn_id in candidates:
-                state.index.upsert(candidates[turn_id], vectors[turn_id])
+                index.upsert(candidates[turn_id], vectors[turn_id])
             else:
-                state.index.remove_turn(turn_id)
+                index.remove_turn(turn_id)
+        # Credit: each rated attempt's current rating is evidence about the demos it was shown.
+        ratings = effective_ratings((a, kind, stars) for a, _, _, _, _, kind, stars in rows)
+        turn_of = {a: t for a, t, *_ in rows}
+        answer_of = {a: response for a, _, _, _, response, _, _ in rows}
+        shown = shown_demos(self.store, self.program, list(ratings))
+        for attempt_id, stars in ratings.items():
+            demos = shown.get(attempt_id, [])
+            shares = imitation_shares(answer_of[attempt_id], [index.response_of(d) for d in demos])
+            changed = index.credit(attempt_id, turn_of[attempt_id], stars, demos, shares)
+            if changed and report is not None:
+                report.demos_credited += len(demos)
         state.last_feedback_id = newest
         return len(turn_ids)
 
@@ -150,7 +181,7 @@ class Learner:
         with _LOCK:
             for demo in demos:
                 if demo.attempt_id not in alive:  # deleted elsewhere since the index saw it
-                    state.index.remove_turn(demo.turn_id)
+                    state.index.forget_turn(demo.turn_id)
         return [d for d in demos if d.attempt_id in alive], query
 
     def remember_embedding(self, turn_id: int, vector: np.ndarray | None) -> None:
@@ -166,7 +197,7 @@ class Learner:
         with _LOCK:
             if excluded:
                 for state in _INDEXES.values():
-                    state.index.remove_turn(turn_id)
+                    state.index.forget_turn(turn_id)
             else:  # rebuilt from the store (stored embeddings) on next use, with the turn back
                 program = self._key()[:4]
                 for key in [k for k in _INDEXES if k[:4] == program]:
@@ -178,7 +209,7 @@ class Learner:
         """Re-optimize after one feedback event: sync demos; distil a critique into a lesson."""
         start = time.perf_counter()
         report = LearningReport()
-        state, report.turns_updated = self._synced()
+        state, report.turns_updated = self._synced(report)
         report.demo_candidates = len(state.index)
         feedback = self.store.feedback(feedback_id)
         if feedback.critique and model is not None:
