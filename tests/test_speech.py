@@ -183,6 +183,8 @@ def test_word_changes_name_what_was_wrong() -> None:
     assert rate == pytest.approx(3 / 6)
     missing, _ = word_changes("the", "the tachycardia")
     assert missing[0].kind == "missing" and learned_terms(missing) == ["tachycardia"]
+    phrase, _ = word_changes("", "deploy my pods on Kubernetes with containerization")
+    assert learned_terms(phrase) == ["Kubernetes", "containerization"]
     assert wer(["a b c"], [""]) == 1.0 and wer(["A, b."], ["a b"]) == 0.0
 
 

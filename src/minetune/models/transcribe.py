@@ -380,13 +380,16 @@ def word_changes(transcript: str, corrected: str) -> tuple[list[WordChange], flo
 
 def learned_terms(changes: list[WordChange]) -> list[str]:
     """The user's words among the corrections: each corrected span without its common words,
-    keeping the user's spelling (what the vocabulary learns)."""
+    keeping the user's spelling (what the vocabulary learns); from a longer span only the words
+    that look like jargon (8+ letters, a capital or a digit)."""
     terms: list[str] = []
     for change in changes:
         words = [w.strip(',;:!?"()[]') for w in change.said.split()]
         words = [w.rstrip(".") if not re.search(r"\w\.\w", w) else w for w in words]
         kept = [w for w in words if w and _norm(w) not in _COMMON and len(_norm(w)) >= 2]
-        if kept:
+        if len(kept) > 2:  # a whole phrase was misheard: keep only the words that look like jargon
+            terms += [w for w in kept if len(w) >= 8 or any(c.isupper() or c.isdigit() for c in w)]
+        elif kept:
             terms.append(" ".join(kept))
     return terms
 
