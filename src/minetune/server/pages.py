@@ -17,9 +17,42 @@ from minetune.store.users import user_for_token
 router = APIRouter()
 
 
+TEST_PROMPT = "Reply with the single word: ready"
+TEST_MAX_TOKENS = 8
+
+
 @router.get("/setup", response_class=HTMLResponse)
 def setup_page(request: Request, user: str = Depends(current_user)) -> HTMLResponse:
-    from minetune.models.detect import HOW_TO_CONNECT, describe_detection
+    return _render_setup(request, user)
+
+
+@router.post("/setup/test", response_class=HTMLResponse)  # the router checks the CSRF token
+def setup_test(
+    request: Request, spec: Annotated[str, AfterValidator(check_text), Form(max_length=500)] = "",
+    user: str = Depends(current_user),
+) -> HTMLResponse:
+    """Send one tiny request to the model ``spec`` names and show the answer or the error."""
+    import time
+
+    from minetune.errors import MinetuneError
+    from minetune.models import resolve_model
+
+    spec = spec.strip()
+    if not spec:
+        return _render_setup(request, user, 400, tested=spec, test_error="Type or pick a model spec first.")
+    start = time.perf_counter()
+    try:
+        model = resolve_model(request.app.state.minetune.settings, spec)
+        reply = model.complete([{"role": "user", "content": TEST_PROMPT}], max_tokens=TEST_MAX_TOKENS)
+    except MinetuneError as exc:
+        return _render_setup(request, user, 200, tested=spec, test_error=str(exc))
+    elapsed = time.perf_counter() - start
+    answer = reply.text.strip()[:200]
+    return _render_setup(request, user, tested=spec, test_reply=answer, test_seconds=elapsed)
+
+
+def _render_setup(request: Request, user: str, status_code: int = 200, **test: object) -> HTMLResponse:
+    from minetune.models.detect import HOW_TO_CONNECT, describe_detection, ollama_models
 
     state = request.app.state.minetune
     settings = state.settings
@@ -27,11 +60,14 @@ def setup_page(request: Request, user: str = Depends(current_user)) -> HTMLRespo
     return render(
         request,
         "setup.html",
+        status_code=status_code,
         user=user,
         model_spec=spec,
         detection=describe_detection(settings),
+        ollama=[f"ollama:{name}" for name in ollama_models(settings) or []],
         how_to_connect=HOW_TO_CONNECT,
         database=_redact(settings.resolved_database_url),
+        **test,
     )
 
 
