@@ -224,3 +224,17 @@ def test_upgrade_from_the_first_schema_keeps_data(tmp_path: Path) -> None:
     version = store.active_version()
     assert version.instructions == "Be kind." and version.sources == {}
     store.close()
+
+
+def test_feedback_commits_are_synced_and_answers_commit_in_wal_without_a_sync() -> None:
+    """SQLite: every transaction is FULL (synced before commit returns) unless it says
+    ``durable=False`` (the proxy's answer writes), and the level never leaks to the next one."""
+    store = Store.open(load_settings())
+    try:
+        levels = []
+        for durable in (True, False, True):
+            with store.db.transaction(durable=durable) as s:
+                levels.append(s.execute(text("PRAGMA synchronous")).scalar())
+        assert levels == [2, 1, 2]  # FULL, NORMAL, FULL
+    finally:
+        store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +42,17 @@ def _sqlite_autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
 
 
+# Whether the transaction being begun must reach the disk before its commit returns (see
+# Database.transaction); SQLite's safety level can only change between transactions.
+_durable: ContextVar[bool] = ContextVar("minetune_durable_commit", default=True)
+
+
 def _sqlite_begin(conn: Connection) -> None:
     """Every transaction takes SQLite's write lock up front (``BEGIN IMMEDIATE``), waiting up to the
     busy timeout: read-then-write numbering (turn index, attempt number, version number) cannot
     interleave, and a deferred transaction can never fail to upgrade with "database is locked".
     The price: transactions that only read queue behind a writer too, so keep every one short."""
+    conn.exec_driver_sql("PRAGMA synchronous=FULL" if _durable.get() else "PRAGMA synchronous=NORMAL")
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -153,10 +160,19 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session that commits when the block ends and rolls back if it raises."""
-        with self._sessions() as session, session.begin():
-            yield session
+    def transaction(self, *, durable: bool = True) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back if it raises.
+
+        On SQLite a commit is synced to disk before it returns (``synchronous=FULL``): feedback
+        survives a power cut. ``durable=False`` (a model's answer on the proxy's hot path) commits
+        in WAL with ``synchronous=NORMAL``: safe if the process dies, but the newest such commits
+        may be lost if the machine loses power. PostgreSQL commits are always durable."""
+        token = _durable.set(durable)
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        finally:
+            _durable.reset(token)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -87,8 +87,11 @@ def record_exchange(
     ``conversation_id`` (when it is one of this program's; one deleted meanwhile starts afresh) or
     starting a new conversation titled ``title``. The turn index is taken under a row lock.
     ``more_attempts`` (each its own attempt fields) are stored as attempts 2, 3, ... of the same
-    turn: the other choices of an ``n>1`` request, each rateable."""
-    with store.db.transaction() as s:
+    turn: the other choices of an ``n>1`` request, each rateable.
+
+    Not synced to disk before returning (``durable=False``: the proxy's hot path); a power cut may
+    lose the newest answers, never feedback, which commits durably."""
+    with store.db.transaction(durable=False) as s:
         owned = s.scalar(select(Program.id).where(Program.id == program_id, Program.user_id == store.user_id))
         if owned is None:
             raise NotFoundError(f"No program with id {program_id}.")
@@ -128,8 +131,9 @@ def record_exchange(
 
 
 def finish_attempt(store: Store, attempt_id: int, **fields: Any) -> None:
-    """Complete a streamed attempt: its answer arrived whole (``fields``: response, latency, tokens)."""
-    with store.db.transaction() as s:
+    """Complete a streamed attempt: its answer arrived whole (``fields``: response, latency, tokens).
+    Like :func:`record_exchange`, not synced to disk before returning."""
+    with store.db.transaction(durable=False) as s:
         owned = _owned_attempt(store, attempt_id)
         s.execute(
             update(Attempt).where(Attempt.id.in_(owned)).values(status=COMPLETE, stream_owner=None, **fields)
