@@ -34,3 +34,22 @@ def test_setup_test_button_sends_one_tiny_request_and_shows_the_answer(fake_llm:
         forged = web.client.post("/setup/test", data={"spec": fake_spec(fake_llm)}, headers=HTML)
         assert forged.status_code == 403
         assert len(fake_llm.requests) == before + 1  # neither the error cases nor the forged post reached it
+
+
+def test_use_this_model_makes_a_new_version_of_the_program(fake_llm: FakeOpenAI) -> None:
+    with served(web_settings(None)) as web:
+        token = csrf_token(web.client, "/setup")
+        web.store.create_program("support", "You help.", None)
+        before = web.store.active_version("support").number
+        spec = fake_spec(fake_llm)
+        page = web.client.post(
+            "/setup/use", data={"spec": spec, "program": "support", "csrf_token": token}, headers=HTML
+        )
+        assert page.status_code == 200 and "support now answers with" in page.text
+        active = web.store.active_version("support")
+        assert active.model_spec == spec and active.number == before + 1
+        bad = web.client.post(
+            "/setup/use", data={"spec": "nonsense:", "program": "support", "csrf_token": token}, headers=HTML
+        )
+        assert bad.status_code == 400
+        assert web.store.active_version("support").number == before + 1

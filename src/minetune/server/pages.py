@@ -51,6 +51,29 @@ def setup_test(
     return _render_setup(request, user, tested=spec, test_reply=answer, test_seconds=elapsed)
 
 
+@router.post("/setup/use", response_class=HTMLResponse)  # the router checks the CSRF token
+def setup_use(
+    request: Request,
+    spec: Annotated[str, AfterValidator(check_text), Form(max_length=500)] = "",
+    program: Annotated[str, AfterValidator(check_text), Form(max_length=200)] = "default",
+    user: str = Depends(current_user),
+) -> HTMLResponse:
+    """Make ``spec`` the model of ``program``: a new version (everything learned is kept)."""
+    from minetune.errors import MinetuneError
+    from minetune.models import parse_spec
+
+    spec, program = spec.strip(), program.strip() or "default"
+    try:
+        parse_spec(spec)
+        version = request.app.state.minetune.store(user).add_version(
+            program, note=f"model: {spec}", model_spec=spec
+        )
+    except MinetuneError as exc:
+        return _render_setup(request, user, 400, tested=spec, test_error=str(exc))
+    used = f"{program} now answers with {spec} (v{version.number})."
+    return _render_setup(request, user, tested=spec, used=used)
+
+
 def _render_setup(request: Request, user: str, status_code: int = 200, **test: object) -> HTMLResponse:
     from minetune.models.detect import HOW_TO_CONNECT, describe_detection, ollama_models
 
