@@ -261,41 +261,56 @@ def lessons_retire(ctx: click.Context, lesson_id: int, program: str) -> None:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCES...")
 @program_option
 @model_option
 @click.option(
     "--assistant-name", help="The persona's name in the transcripts (default: whoever speaks second)."
 )
 @click.option("--no-llm", is_flag=True, help="Use only the plain 'Name: text' parser and a template prompt.")
+@click.option(
+    "--vision-model",
+    metavar="SPEC",
+    help="Model that transcribes screenshots (OpenAI-compatible, with image input; default: the model).",
+)
+@click.option(
+    "--max-pages", type=click.IntRange(min=1), default=10, show_default=True, help="Pages read per website."
+)
 @click.pass_context
 def bootstrap(
     ctx: click.Context,
-    files: tuple[Path, ...],
+    sources: tuple[str, ...],
     program: str,
     model: str | None,
     assistant_name: str | None,
     no_llm: bool,
+    vision_model: str | None,
+    max_pages: int,
 ) -> None:
-    """Bootstrap a persona from conversation samples FILES (text, markdown or PDF).
+    """Bootstrap a persona from conversation samples SOURCES: text, markdown or PDF files,
+    screenshots of chats (.png, .jpg, .jpeg, .webp; read by a vision model) or website URLs
+    (same-site pages, main text only).
 
     User/assistant pairs are extracted (LLM-assisted, with a parser fallback for "Name: text"
     transcripts), categorised, stored as 5-star demo candidates, and an enhanced system prompt
     becomes a new version.
     """
-    from minetune.learn.persona import bootstrap as run_bootstrap
+    from minetune.app.persona_sources import bootstrap_from_sources
 
-    settings = _settings(ctx, model)
-    store = _store(ctx)
-    chat_model = None
-    if not no_llm:
-        from minetune.models import resolve_model
-
-        chat_model = resolve_model(settings, model or store.active_version(program).model_spec)
-    report = run_bootstrap(store, program, list(files), chat_model, assistant_name=assistant_name)
+    report = bootstrap_from_sources(
+        _store(ctx),
+        _settings(ctx, model),
+        program,
+        sources,
+        model=model,
+        use_llm=not no_llm,
+        vision_model=vision_model,
+        assistant_name=assistant_name,
+        max_pages=max_pages,
+    )
     categories = ", ".join(f"{k} {v}" for k, v in report.categories.items() if v)
     out.print(
-        f"Bootstrapped {program} v{report.version} from {len(report.files)} file(s): {report.pairs} pairs "
+        f"Bootstrapped {program} v{report.version} from {len(report.files)} sample(s): {report.pairs} pairs "
         f"({categories}); extraction: {report.method}, prompt: {report.prompt_method}",
         highlight=False,
     )

@@ -798,6 +798,8 @@ def bootstrap(
     paths: Sequence[str | Path],
     model: ChatModel | None,
     assistant_name: str | None = None,
+    *,
+    texts: Sequence[tuple[str, str]] = (),
 ) -> BootstrapReport:
     """Learn a persona from sample conversations: store them as 5-star examples, write a new version.
 
@@ -810,17 +812,17 @@ def bootstrap(
     Every file is read and every pair found before anything is written; if any step fails before
     the new version exists, the conversations already written are deleted and the error is raised.
     ``assistant_name`` picks the persona speaker (see :func:`parse_transcript` for the default).
+    ``texts`` are more samples already read, as (name, transcript) — screenshots transcribed by a
+    vision model, website pages (see :mod:`minetune.app.persona_sources`); they follow the files.
     """
-    if not paths:
+    if not paths and not texts:
         raise SampleError("Give at least one sample file (.txt, .md or .pdf).")
-    files = [Path(p) for p in paths]
-    texts = [read_sample(p) for p in files]  # every file is checked before anything else happens
+    # every file is checked before anything else happens
+    samples = [(Path(p).name, read_sample(p)) for p in paths] + [(n, t) for n, t in texts]
+    names_in_order = [name for name, _ in samples]
     base = store.active_version(program)  # unknown program → NotFoundError, still nothing written
 
-    results = [
-        extract_pairs(text, model, assistant_name, source=path.name)
-        for path, text in zip(files, texts, strict=True)
-    ]
+    results = [extract_pairs(text, model, assistant_name, source=name) for name, text in samples]
     pairs = [p for r in results for p in r.pairs]
     warnings = [w for r in results for w in r.warnings]
     names = Counter(r.assistant_name for r in results if r.assistant_name)
@@ -833,15 +835,15 @@ def bootstrap(
 
     conversation_ids: list[int] = []
     try:
-        for path, result in zip(files, results, strict=True):
-            conv = store.start_conversation(program, title=f"Bootstrap: {path.name}", source="bootstrap")
+        for sample_name, result in zip(names_in_order, results, strict=True):
+            conv = store.start_conversation(program, title=f"Bootstrap: {sample_name}", source="bootstrap")
             conversation_ids.append(conv.id)
             for pair in result.pairs:
                 turn = store.add_turn(conv.id, pair.user)
                 attempt = store.add_attempt(
                     turn.id,
                     version_id=None,
-                    model_spec=f"bootstrap:{path.name}",
+                    model_spec=f"bootstrap:{sample_name}",
                     messages=[{"role": "user", "content": pair.user}],
                     response=pair.assistant,
                     critique_used=None,
@@ -851,20 +853,20 @@ def bootstrap(
                 )
                 store.add_feedback(attempt.id, "imported", 5)
         sources = {
-            "bootstrap_files": [f.name for f in files],
+            "bootstrap_files": names_in_order,
             "pairs": len(pairs),
             "method": method,
             "prompt_method": prompt.method,
             "assistant_name": persona,
             "conversation_ids": conversation_ids,
             "files": [
-                {"name": f.name, "pairs": len(r.pairs), "method": r.method}
-                for f, r in zip(files, results, strict=True)
+                {"name": n, "pairs": len(r.pairs), "method": r.method}
+                for n, r in zip(names_in_order, results, strict=True)
             ],
         }
         version = store.add_version(
             program,
-            note=f"bootstrap from {len(files)} file(s)",
+            note=f"bootstrap from {len(samples)} file(s)",
             activate=True,
             instructions=prompt.text,
             sources=sources,
@@ -881,7 +883,7 @@ def bootstrap(
     return BootstrapReport(
         program=program,
         version=version.number,
-        files=[f.name for f in files],
+        files=names_in_order,
         pairs=len(pairs),
         categories={c: counts.get(c, 0) for c in CATEGORIES},
         method=method,
