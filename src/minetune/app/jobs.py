@@ -12,7 +12,8 @@ jobs) marks jobs whose owner died ``interrupted``. Cancelling sets a flag on the
 from any process reaches the work through :meth:`JobContext.cancelled` and :attr:`JobContext.cancel`.
 
 This module runs work on threads of the process that submitted it (:class:`JobRunner`). Kinds
-whose work can be rebuilt from the stored ``payload`` alone (training, continual updates) have a
+whose work can be rebuilt from the stored ``payload`` alone (training, continual updates, hosted
+fine-tuning) have a
 :data:`HANDLERS` entry; :func:`submit_stored` runs those here or, with ``queue = "procrastinate"``,
 hands them to ``minetune worker`` processes through :mod:`minetune.app.queue`, which claim the
 same rows and call the same handler.
@@ -643,6 +644,50 @@ def _train_from_payload(ctx: JobContext, settings: Settings) -> Any:
     if outcome.status in ("cancelled", "failed"):
         ctx.ended_as(outcome.status, outcome.job.error if outcome.status == "failed" else None)
     return outcome
+
+
+MIN_POLL_S = 0.5  # a hosted job is polled at most this often, whatever the configured interval
+
+
+@_handler("hosted")
+def _hosted_from_payload(ctx: JobContext, settings: Settings) -> Any:
+    """A hosted fine-tuning run with the payload's ``options``: upload and create the provider's job,
+    then follow it until it finishes (step, loss curve and status on the job row); a cancel stops the
+    following. The provider's key comes from this process's environment or keyring, never the row."""
+    from minetune.train import hosted
+
+    config = hosted.load_config(settings)
+    job = hosted.start(ctx.store, ctx.program, config=config, **dict(ctx.payload.get("options") or {}))
+    assert job is not None  # no confirm callback: never declined
+    ctx.link_training_job(job.id)
+    ctx.result.update({"method": job.method, "training_job": job.id})
+    ctx.progress(phase=job.status, force=True)
+
+    def on_update(view: Any, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            data = event.get("data")
+            if event.get("type") == "metrics" and isinstance(data, dict) and "step" in data:
+                loss = data.get("train_loss")
+                ctx.progress(
+                    step=int(data["step"]),
+                    total=int(data.get("total_steps") or 0) or None,
+                    loss=float(loss) if isinstance(loss, int | float) else None,
+                )
+
+    interval = max(float(config.poll_interval), MIN_POLL_S)
+    while not job.done:
+        if ctx.cancel.wait(interval):
+            raise Cancelled()
+        try:
+            job = hosted.follow(ctx.store, job.id, config, on_update, max_polls=1, poll_interval=0)
+        except MinetuneError as exc:
+            ctx.progress(message=f"Could not check the job at the provider: {exc}")
+            continue
+        ctx.progress(phase=job.status, curve=list(job.loss_curve), force=True)
+    ctx.result["version"] = job.version
+    if job.status != "succeeded":
+        raise JobEnded("cancelled" if job.status == "cancelled" else "failed", error=job.error)
+    return {"status": job.status}
 
 
 @_handler("continual")

@@ -16,7 +16,6 @@ from minetune.server import training_runs as runs_of
 from minetune.server.auth import current_user
 from minetune.server.charts import loss_chart
 from minetune.server.templating import render
-from minetune.server.training_runs import hosted_work
 from minetune.server.validation import PathId, ProgramForm, ProgramQuery, check_text
 from minetune.server.webutil import (
     bad_request,
@@ -194,7 +193,7 @@ def start_hosted(
     program = checked_program(user_store(request, user), program)
     if not model.strip():
         raise bad_request("Name the base model to fine-tune (for example gpt-4.1-mini-2025-04-14).")
-    config = _hosted_config(request)
+    _hosted_config(request)  # no provider configured (or no key): a 400 here, before any job
     options = {
         "method": method,
         "model": model.strip(),
@@ -202,8 +201,7 @@ def start_hosted(
         "n_epochs": epochs,
         "threshold": threshold,
     }
-    work = hosted_work(server_state(request).settings, config, options)
-    return _launch(request, user, program, "hosted", method, work)
+    return _launch(request, user, program, "hosted", method, None, {"options": options})
 
 
 @router.get("/training/runs/{run_id}")

@@ -18,9 +18,8 @@ from typing import Any
 from fastapi import HTTPException
 
 from minetune.app import jobs
-from minetune.app.jobs import JobContext, JobEnded
 from minetune.config import Settings
-from minetune.errors import MinetuneError, NotFoundError
+from minetune.errors import NotFoundError
 from minetune.store import Store
 from minetune.store import jobs as jobs_db
 from minetune.store.jobs import JobRecord
@@ -28,7 +27,6 @@ from minetune.store.jobs import JobRecord
 START_WAIT_S = 30.0  # how long a start request waits for the job to begin
 LOCAL_KINDS = ("train", "retrain", "continual")
 STARTED_BY_HAND = ("train", "retrain")  # one of these at a time per user (continual is automatic)
-MIN_POLL_S = 0.5  # a hosted job is polled at most this often, whatever the configured interval
 
 
 @dataclass(frozen=True)
@@ -195,45 +193,3 @@ def cancel(store: Store, settings: Settings, run: RunView, hosted_config: Callab
 
 
 # -- hosted fine-tuning ------------------------------------------------------------------------------
-
-
-def hosted_work(settings: Settings, config: Any, options: dict[str, Any]) -> jobs.Work:
-    """The job's work for a hosted run: upload and create the provider's job, then follow it until
-    it finishes (step, loss curve and status on the job row); a cancel stops the following."""
-
-    def work(ctx: JobContext) -> Any:
-        from minetune.train import hosted
-
-        job = hosted.start(ctx.store, ctx.program, config=config, **options)
-        assert job is not None  # no confirm callback: never declined
-        ctx.link_training_job(job.id)
-        ctx.result.update({"method": job.method, "training_job": job.id})
-        ctx.progress(phase=job.status, force=True)
-
-        def on_update(view: Any, events: list[dict[str, Any]]) -> None:
-            for event in events:
-                data = event.get("data")
-                if event.get("type") == "metrics" and isinstance(data, dict) and "step" in data:
-                    loss = data.get("train_loss")
-                    ctx.progress(
-                        step=int(data["step"]),
-                        total=int(data.get("total_steps") or 0) or None,
-                        loss=float(loss) if isinstance(loss, int | float) else None,
-                    )
-
-        interval = max(float(config.poll_interval), MIN_POLL_S)
-        while not job.done:
-            if ctx.cancel.wait(interval):
-                raise jobs.Cancelled()
-            try:
-                job = hosted.follow(ctx.store, job.id, config, on_update, max_polls=1, poll_interval=0)
-            except MinetuneError as exc:
-                ctx.progress(message=f"Could not check the job at the provider: {exc}")
-                continue
-            ctx.progress(phase=job.status, curve=list(job.loss_curve), force=True)
-        ctx.result["version"] = job.version
-        if job.status != "succeeded":
-            raise JobEnded("cancelled" if job.status == "cancelled" else "failed", error=job.error)
-        return {"status": job.status}
-
-    return work
