@@ -487,7 +487,12 @@ def test_train_commands(store: Store, tiny_model_dir: Path) -> None:
     result = runner.invoke(app, ["train", "-p", "p", "--method", "sft", *args], catch_exceptions=False)
     text = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
-    assert "Adapter 1 (SFT, 22 answers · loss" in text and "(active)" in text and "held-out loss" in text
+    assert "p: 12 accepted answers (rated ≥ 4★ or praised)" in text
+    assert (
+        "Adapter 1 (SFT, 11 training examples · loss" in text
+        and "(active)" in text
+        and "held-out loss" in text
+    )
     jobs = json.loads(runner.invoke(app, ["train", "jobs", "--json"]).output)
     assert [(j["id"], j["status"], len(j["loss_curve"])) for j in jobs] == [(1, "succeeded", 4)]
     # The run was a job of the job runner: on the row every process (the web page) reads.
@@ -499,7 +504,9 @@ def test_train_commands(store: Store, tiny_model_dir: Path) -> None:
     assert "Tainted adapter(s) 1" in runner.invoke(app, ["forget", str(turn)]).output
     result = runner.invoke(app, ["train", "--retrain-tainted", *args], catch_exceptions=False)
     text = " ".join(result.output.split())
-    assert result.exit_code == 0 and "adapter 1 (p):" in text and "Adapter 2 (SFT, 20 answers" in text, text
+    assert (
+        result.exit_code == 0 and "adapter 1 (p):" in text and "Adapter 2 (SFT, 10 training examples" in text
+    ), text
     listed = json.loads(runner.invoke(app, ["adapter", "list", "--json", "--all"]).output)
     assert [(a["id"], a["status"], a["tainted"], a["active"]) for a in listed] == [
         (1, "retired", True, False),

@@ -548,6 +548,22 @@ def parse_stars(value: object) -> int:
     return stars
 
 
+def accepts_answer(stars: int | None, *, praised: bool, rated: bool, threshold: int) -> bool:
+    """THE definition of an *accepted answer*, used by every count, demo and training row: its
+    effective stars reach ``threshold`` (the core passes ``[continual] stars``), or it was praised
+    and never rated explicitly (an explicit rating always wins over praise). ``rated`` says
+    whether the answer has an explicit star rating."""
+    if stars is not None and stars >= threshold:
+        return True
+    return praised and not rated
+
+
+def describe_accepted(count: int, threshold: int) -> str:
+    """The one wording of an accepted-answer count: "N accepted answers (rated ≥ T★ or praised)"."""
+    noun = "answer" if count == 1 else "answers"
+    return f"{count} accepted {noun} (rated \u2265 {threshold}\u2605 or praised)"
+
+
 def parse_rating_command(args: str) -> tuple[int, str | None]:
     """Split rating arguments such as "2 too long" into ``(2, "too long")``; "5" gives ``(5, None)``.
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from minetune.config import Settings
 from minetune.errors import FeedbackError, MinetuneError
-from minetune.feedback import PraiseDetector, parse_stars
+from minetune.feedback import PraiseDetector, accepts_answer, describe_accepted, parse_stars
 from minetune.learn.demos import Demo
 from minetune.learn.embed import to_bytes
 from minetune.learn.reoptimize import Learner, LearningReport
@@ -175,9 +175,42 @@ def refresh_demos(
     return Learner(store, settings, program).rebuild(), version
 
 
+def accepted_threshold(settings: Settings, threshold: int | None = None) -> int:
+    """The stars that accept an answer: ``threshold`` when given (a command's ``--threshold``),
+    else ``[continual] stars``."""
+    return settings.continual.stars if threshold is None else threshold
+
+
 def is_accepted(settings: Settings, stars: int | None) -> bool:
     """Whether a rating accepts an answer for training (``[continual] stars`` or more)."""
-    return stars is not None and stars >= settings.continual.stars
+    return accepts_answer(stars, praised=False, rated=True, threshold=accepted_threshold(settings))
+
+
+@dataclass(frozen=True)
+class AcceptedAnswers:
+    """How many of a program's answers are accepted, and at which threshold."""
+
+    program: str
+    attempt_ids: tuple[int, ...]
+    threshold: int
+
+    @property
+    def count(self) -> int:
+        return len(self.attempt_ids)
+
+    def __str__(self) -> str:
+        return describe_accepted(self.count, self.threshold)
+
+
+def accepted_answers(
+    store: Store, settings: Settings, program: str, threshold: int | None = None
+) -> AcceptedAnswers:
+    """``program``'s accepted answers (:func:`minetune.train.datasets.accepted_answer_ids`) at
+    :func:`accepted_threshold`: the one count every command reports."""
+    from minetune.train.datasets import accepted_answer_ids
+
+    stars = accepted_threshold(settings, threshold)
+    return AcceptedAnswers(program, tuple(accepted_answer_ids(store, program, stars)), stars)
 
 
 def note_accepted(store: Store, settings: Settings, program: str) -> None:

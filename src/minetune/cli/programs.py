@@ -75,6 +75,7 @@ def program_list(ctx: click.Context) -> None:
 @click.pass_context
 def program_show(ctx: click.Context, name: str, version: int | None) -> None:
     """Explain a version: rules, demo policy, where it came from, and the rendered system prompt."""
+    from minetune.app.exchange import accepted_answers
     from minetune.learn.demos import policy_with_defaults
     from minetune.program import render_system_prompt
 
@@ -104,8 +105,10 @@ def program_show(ctx: click.Context, name: str, version: int | None) -> None:
         + (f"; {len(pinned)} pinned" if pinned else ""),
         highlight=False,
     )
+    accepted = accepted_answers(store, _settings(ctx), name)
     out.print(
-        f"rated data: {data['rated_attempts']} rated answers, {data['captures']} captures", highlight=False
+        f"rated data: {data['rated_attempts']} rated answers, {accepted}, {data['captures']} captures",
+        highlight=False,
     )
     if v.sources:
         out.print("sources: " + json.dumps(v.sources, default=str), highlight=False, markup=False)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from minetune.cli.common import _settings, _store, err, out, program_option, threshold_option
+from minetune.cli.common import _settings, _store, err, out, program_option
 
 TRAIN_HELP = """Train a LoRA adapter on this program's rated answers, locally (CPU or GPU).
 
@@ -117,9 +117,10 @@ def _print_outcome(outcome: Any) -> None:
     if outcome.status == "succeeded":
         adapter = outcome.adapter
         state = "active" if metrics.get("activated") else "not activated"
+        examples = (adapter.metrics or {}).get("examples", 0)
         out.print(
-            f"[green]Adapter {adapter.id}[/] ({job.method.upper()}, {len(job.example_attempt_ids or [])} "
-            f"answers{loss}) → v{outcome.version} ({state}) · {adapter.path}",
+            f"[green]Adapter {adapter.id}[/] ({job.method.upper()}, {examples} training examples{loss}) "
+            f"→ v{outcome.version} ({state}) · {adapter.path}",
             highlight=False,
             soft_wrap=True,
         )
@@ -177,7 +178,12 @@ def _run_training(
 @click.option("--no-activate", is_flag=True, help="Publish the adapter's version without activating it.")
 @click.option("--resume", "resume_job", type=int, metavar="JOB", help="Continue a cancelled job.")
 @click.option("--retrain-tainted", is_flag=True, help="Retrain adapters that learned from forgotten data.")
-@threshold_option
+@click.option(
+    "--threshold",
+    type=click.IntRange(1, 5),
+    default=None,
+    help="Stars that accept answers (default: [continual] stars, 4).",
+)
 @_training_options
 @click.pass_context
 def train_app(
@@ -190,11 +196,13 @@ def train_app(
     no_activate: bool,
     resume_job: int | None,
     retrain_tainted: bool,
-    threshold: int,
+    threshold: int | None,
     **opts: Any,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    from minetune.app.exchange import accepted_answers
+
     settings, store = _settings(ctx), _store(ctx)
     if retrain_tainted:
         from minetune.train.adapters import retrain_tainted as retrain
@@ -237,6 +245,8 @@ def train_app(
     else:
         from minetune.train.runs import train
 
+        accepted = accepted_answers(store, settings, program, threshold)
+        out.print(f"{program}: {accepted}", highlight=False)
         outcome = _run_training(
             ctx,
             program,
@@ -251,7 +261,7 @@ def train_app(
                 domain=domain,
                 continue_active=continue_active,
                 activate=not no_activate,
-                threshold=threshold,
+                threshold=accepted.threshold,
                 on_progress=show,
                 cancel=cancel,
             ),
@@ -302,6 +312,7 @@ def train_update(
 ) -> None:
     """Incrementally update the active adapter on new examples plus replayed older ones; the
     update is kept only if the held-out preference margin improves and older answers are retained."""
+    from minetune.app.exchange import accepted_threshold
     from minetune.train.continual import ContinualConfig, update
 
     train_config = _train_config(**opts)
@@ -313,6 +324,7 @@ def train_update(
         replay_max=replay_max,
         retention_tolerance=tolerance,
         ewc_lambda=ewc,
+        stars=accepted_threshold(_settings(ctx)),
         train=train_config,
     )
     settings, store = _settings(ctx), _store(ctx)
@@ -351,9 +363,18 @@ def train_update(
 @click.pass_context
 def train_buffer(ctx: click.Context, program: str, every: int) -> None:
     """Show how many new examples wait for the next incremental update."""
+    from dataclasses import replace
+
+    from minetune.app.exchange import accepted_answers
     from minetune.train.continual import ContinualConfig, buffer
 
-    out.print(buffer(_store(ctx), program, ContinualConfig(threshold=every)).summary(), highlight=False)
+    settings, store = _settings(ctx), _store(ctx)
+    accepted = accepted_answers(store, settings, program)
+    config = replace(
+        ContinualConfig.from_settings(settings.continual), threshold=every, stars=accepted.threshold
+    )
+    out.print(f"{program}: {accepted}", highlight=False)
+    out.print(buffer(store, program, config).summary(), highlight=False)
 
 
 @train_app.command("jobs")

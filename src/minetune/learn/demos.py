@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from minetune.feedback import accepts_answer
+
 if TYPE_CHECKING:  # numpy is imported by the functions that compute, not when the core loads
     import numpy as np
 
@@ -166,10 +168,8 @@ def accepted_candidates(rows: Iterable[tuple[Any, ...]], min_stars: int) -> list
     best: dict[int, Candidate] = {}
     for attempt_id, (turn_id, conversation_id, user, response) in info.items():
         stars = explicit.get(attempt_id, other.get(attempt_id))
-        accepted = (stars is not None and stars >= min_stars) or (
-            attempt_id in praised and attempt_id not in explicit
-        )
-        if not accepted:
+        rated = attempt_id in explicit
+        if not accepts_answer(stars, praised=attempt_id in praised, rated=rated, threshold=min_stars):
             continue
         cand = Candidate(attempt_id, turn_id, conversation_id, user, response, stars or 5)
         current = best.get(turn_id)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from minetune.errors import MinetuneError
+from minetune.feedback import accepts_answer
 from minetune.store import Store, effective_ratings
 from minetune.store.browse import USER_EDIT_MODEL
 from minetune.store.training import AttemptRecord, TurnRecord, rated_turns
@@ -194,11 +195,21 @@ def _is_edit(attempt: AttemptRecord) -> bool:
 
 
 def _accepted(r: _Rated, threshold: int) -> bool:
-    if r.superseded:
+    """An accepted answer (:func:`minetune.feedback.accepts_answer`) the user has not replaced
+    by an edit, with some text."""
+    if r.superseded or not r.attempt.response.strip():
         return False
-    if r.stars is not None and r.stars >= threshold:
-        return True
-    return r.praised and not r.explicit and r.stars is None
+    return accepts_answer(r.stars, praised=r.praised, rated=r.explicit, threshold=threshold)
+
+
+def accepted_answer_ids(store: Store, program: str, threshold: int = DEFAULT_THRESHOLD) -> list[int]:
+    """The attempt ids of ``program``'s accepted answers: complete, not superseded by a user edit,
+    in a turn not excluded from datasets, and accepted at ``threshold`` stars or praised. Every
+    count of "accepted answers" (train, train buffer, program show) is the length of this list,
+    and SFT rows and desirable KTO rows come from exactly these answers."""
+    return sorted(
+        r.attempt.id for turn in rated_turns(store, program) for r in _rated(turn) if _accepted(r, threshold)
+    )
 
 
 def _clean(message: dict[str, Any]) -> Message:
@@ -229,7 +240,7 @@ def _turn_sft(turn: TurnRecord, threshold: int) -> list[SFTExample]:
     prompt, prompt_id = original_prompt(turn)
     out = []
     for r in _rated(turn):
-        if _accepted(r, threshold) and r.attempt.response.strip():
+        if _accepted(r, threshold):
             out.append(
                 SFTExample(
                     prompt, r.attempt.response, turn.id, _lineage(prompt_id, r.attempt.id), r.stars, r.praised
@@ -394,8 +405,8 @@ def eligibility(method: str, examples: Sequence[Any], threshold: int = DEFAULT_T
     if method == "sft":
         if short > 0:
             missing.append(
-                f"Needs at least {MIN_EXAMPLES} accepted answers (rated {threshold}★ or higher, or praised); "
-                f"has {n}: accept {short} more."
+                f"Needs at least {MIN_EXAMPLES} accepted answers (rated ≥ {threshold}★ or praised) "
+                f"as distinct SFT examples; has {n}: accept {short} more."
             )
     elif method == "dpo":
         details = {
