@@ -169,3 +169,20 @@ def test_local_hf_model_end_to_end(tiny_model_dir: Path, streaming: bool) -> Non
         assert turn.attempts[0].model_spec == f"hf:{tiny_model_dir}"
         if streaming:
             assert "".join(deltas) == first.text
+
+
+def test_an_open_session_follows_the_active_versions_model(fake_llm: FakeOpenAI) -> None:
+    """A new version with another model (an adapter a continual update activated, or a model chosen
+    on the setup page) is used from the next message of a session that was already open."""
+    settings = load_settings()
+    store = Store.open(settings)
+    store.create_program("p", "You help.", f"openai-compatible:fake@{fake_llm.base_url}")
+    with FakeOpenAI() as other, Session(store, settings, "p") as chat:
+        chat.send("first question")
+        assert len(fake_llm.requests) == 1 and not other.requests
+        store.add_version("p", note="lesson only")  # same model: the built model is kept
+        chat.send("second question")
+        assert len(fake_llm.requests) == 2
+        store.add_version("p", note="new model", model_spec=f"openai-compatible:fake@{other.base_url}")
+        chat.send("third question")
+        assert len(fake_llm.requests) == 2 and other.last["messages"][-1]["content"] == "third question"

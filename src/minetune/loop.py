@@ -76,6 +76,7 @@ class Session:
         self.praise = PraiseDetector(settings.praise)
         self._model_arg = model
         self._model: ChatModel | None = model if model is not None and not isinstance(model, str) else None
+        self._model_key: str | None = None  # the spec self._model was built from (None: given as is)
         self.conversation_id: int | None = None
         self.last: Response | None = None
         self.last_praise: str | None = None
@@ -113,17 +114,23 @@ class Session:
         return self.store.active_version(self.program)
 
     def model(self, version: ProgramVersion | None = None) -> ChatModel:
-        """The backend: an explicit model, else the version's spec, else MINETUNE_MODEL / auto-detect."""
-        if self._model is None:
-            version = version or self.version
-            spec = self._model_arg if isinstance(self._model_arg, str) else version.model_spec
-            chosen = spec or self.settings.model
-            if chosen and is_routed(chosen):  # hf:DIR?route: each message goes to its domain's adapter
-                from minetune.train.adapters import routed_model
+        """The backend: an explicit model, else the version's spec, else MINETUNE_MODEL / auto-detect.
+        Built again when the active version's spec changes (an adapter activated by a continual
+        update or from another process is served from the next message on)."""
+        if self._model is not None and self._model_key is None:
+            return self._model  # a ChatModel given to the session
+        version = version or self.version
+        spec = self._model_arg if isinstance(self._model_arg, str) else version.model_spec
+        chosen = spec or self.settings.model
+        if self._model is not None and self._model_key == (chosen or ""):
+            return self._model
+        if chosen and is_routed(chosen):  # hf:DIR?route: each message goes to its domain's adapter
+            from minetune.train.adapters import routed_model
 
-                self._model = routed_model(self.store, self.settings, self.program, chosen)
-            else:
-                self._model = resolve_model(self.settings, spec)
+            self._model = routed_model(self.store, self.settings, self.program, chosen)
+        else:
+            self._model = resolve_model(self.settings, spec)
+        self._model_key = chosen or ""
         return self._model
 
     def _generate(
