@@ -111,8 +111,7 @@ def test_server_start_up_imports_no_heavy_library() -> None:
         "import uvicorn\nimport minetune.cli.serve\nfrom minetune.config import load_settings\n"
         "from minetune.server.app import create_app\ncreate_app(load_settings(), warm_up=True)"
     )
-    # numpy still comes in through minetune.learn.demos (used by the core at import time).
-    assert _loaded_modules(code, tuple(m for m in HEAVY if m != "numpy")) == []
+    assert _loaded_modules(code, HEAVY) == []
 
 
 def test_warm_up_waits_for_the_first_answer(monkeypatch: pytest.MonkeyPatch) -> None:
