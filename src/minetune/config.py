@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from minetune.errors import ConfigError
-from minetune.files import private_home
+from minetune.files import private_file, private_home
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -172,20 +172,34 @@ def _praise_settings(raw: dict[str, Any]) -> PraiseSettings:
 def _continual_settings(raw: Any, env: Any) -> ContinualSettings:
     if not isinstance(raw, dict):
         raise ConfigError("config.toml: [continual] must be a table")
-    known = {"enabled", "threshold", "stars", "replay_ratio", "replay_max", "min_improvement",
-             "retention_tolerance", "ewc_lambda", "train"}
+    known = {
+        "enabled",
+        "threshold",
+        "stars",
+        "replay_ratio",
+        "replay_max",
+        "min_improvement",
+        "retention_tolerance",
+        "ewc_lambda",
+        "train",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"config.toml: unknown [continual] key(s): {', '.join(unknown)}")
     enabled = _flag(env.get("MINETUNE_CONTINUAL", raw.get("enabled", False)), "continual.enabled")
-    threshold = _positive_int(env.get("MINETUNE_CONTINUAL_THRESHOLD", raw.get("threshold", 8)),
-                              "continual.threshold")
+    threshold = _positive_int(
+        env.get("MINETUNE_CONTINUAL_THRESHOLD", raw.get("threshold", 8)), "continual.threshold"
+    )
     stars = _positive_int(raw.get("stars", 4), "continual.stars")
     if stars > 5:
         raise ConfigError("continual.stars must be from 1 to 5")
     numbers: dict[str, float] = {}
-    for key, default in (("replay_ratio", 1.0), ("min_improvement", 0.0), ("retention_tolerance", 0.05),
-                         ("ewc_lambda", 0.0)):
+    for key, default in (
+        ("replay_ratio", 1.0),
+        ("min_improvement", 0.0),
+        ("retention_tolerance", 0.05),
+        ("ewc_lambda", 0.0),
+    ):
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config.toml: continual.{key} must be a number, got {value!r}")
@@ -247,9 +261,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         database_url=env.get("MINETUNE_DATABASE_URL") or file_cfg.get("database_url"),
         model=env.get("MINETUNE_MODEL") or file_cfg.get("model"),
         ollama_url=(env.get("MINETUNE_OLLAMA_URL") or file_cfg.get("ollama_url") or DEFAULT_OLLAMA_URL),
-        openai_base_url=env.get("OPENAI_BASE_URL")
-        or file_cfg.get("openai_base_url")
-        or OPENAI_BASE_URL,
+        openai_base_url=env.get("OPENAI_BASE_URL") or file_cfg.get("openai_base_url") or OPENAI_BASE_URL,
         retry_limit=_positive_int(retry_raw, "retry_limit"),
         temperature=float(file_cfg.get("temperature", 0.7)),
         max_tokens=_positive_int(file_cfg.get("max_tokens", 1024), "max_tokens"),
@@ -279,6 +291,43 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     return settings
 
 
+CONFIG_FILE = "config.toml"
+
+
+def _carries_credentials(spec: str) -> bool:
+    """Whether a URL in ``spec`` has a user, a password or a key/token parameter."""
+    from urllib.parse import parse_qs, urlsplit
+
+    for match in re.finditer(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", spec):
+        url = urlsplit(match.group())
+        names = [name.lower() for name in parse_qs(url.query)]
+        if url.username or url.password or any("key" in n or "token" in n for n in names):
+            return True
+    return False
+
+
+def save_default_model(home: str | Path, spec: str) -> Path:
+    """Write ``model = "<spec>"`` into ``home/config.toml`` (mode 0600), keeping every other key
+    and the comments (tomlkit). Only the model spec is written: a spec that carries credentials (a
+    URL with a user or password, a ``key``/``token`` parameter) is refused, since keys belong in
+    the keyring or the environment. Returns the file's path."""
+    import tomlkit
+
+    spec = spec.strip()
+    if not spec or "\n" in spec:
+        raise ConfigError("A default model needs a one-line model spec.")
+    if _carries_credentials(spec):
+        raise ConfigError("A model spec with credentials is not saved: set the key with `minetune key set`.")
+    path = Path(home).expanduser() / CONFIG_FILE
+    _read_toml(path)  # an invalid file is reported, never overwritten
+    document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.is_file() else tomlkit.document()
+    document["model"] = spec
+    tmp = private_file(path.with_name(path.name + ".tmp"))
+    tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def _optional_path(value: Any) -> Path | None:
     if value is None or value == "":
         return None
@@ -295,6 +344,6 @@ def _check_queue(settings: Settings) -> None:
         raise ConfigError(f"queue must be one of {', '.join(QUEUES)}, not {settings.queue[:40]!r}")
     if settings.queue == "procrastinate" and not settings.resolved_database_url.startswith("postgresql"):
         raise ConfigError(
-            "queue = \"procrastinate\" needs a PostgreSQL database (database_url / MINETUNE_DATABASE_URL): "
+            'queue = "procrastinate" needs a PostgreSQL database (database_url / MINETUNE_DATABASE_URL): '
             "its workers share the queue through it"
         )

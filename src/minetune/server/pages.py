@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -74,6 +75,46 @@ def setup_use(
     return _render_setup(request, user, tested=spec, used=used)
 
 
+@router.post("/setup/default", response_class=HTMLResponse)  # the router checks the CSRF token
+def setup_default(
+    request: Request,
+    spec: Annotated[str, AfterValidator(check_text), Form(max_length=500)] = "",
+    user: str = Depends(current_user),
+) -> HTMLResponse:
+    """Save ``spec`` as ``model`` in config.toml; this server uses it at once for every program
+    without a model of its own."""
+    import os
+
+    from minetune.config import save_default_model
+    from minetune.errors import MinetuneError
+    from minetune.models import parse_spec
+
+    state = request.app.state.minetune
+    spec = spec.strip()
+    try:
+        parse_spec(spec)
+        path = save_default_model(state.settings.home, spec)
+    except MinetuneError as exc:
+        return _render_setup(request, user, 400, tested=spec, test_error=str(exc))
+    state.use_default_model(spec)
+    saved = f"Saved {spec} as the default model in {path}; programs without their own model use it now."
+    if os.environ.get("MINETUNE_MODEL", "").strip() not in ("", spec):
+        saved += " MINETUNE_MODEL is set in this server's environment and wins at the next start."
+    return _render_setup(request, user, tested=spec, saved=saved)
+
+
+def local_model_folders(roots: tuple[Path, ...]) -> list[str]:
+    """``hf:`` specs of the model folders (holding a config.json) one level under ``roots``."""
+    found = []
+    for root in roots:
+        try:
+            children = sorted(root.iterdir())
+        except OSError:
+            continue
+        found += [f"hf:{child}" for child in children if (child / "config.json").is_file()]
+    return found
+
+
 def _render_setup(request: Request, user: str, status_code: int = 200, **test: object) -> HTMLResponse:
     from minetune.models.detect import HOW_TO_CONNECT, describe_detection, ollama_models
 
@@ -88,6 +129,7 @@ def _render_setup(request: Request, user: str, status_code: int = 200, **test: o
         model_spec=spec,
         detection=describe_detection(settings),
         ollama=[f"ollama:{name}" for name in ollama_models(settings) or []],
+        local_models=local_model_folders(settings.model_roots),
         how_to_connect=HOW_TO_CONNECT,
         database=_redact(settings.resolved_database_url),
         **test,

@@ -101,6 +101,15 @@ class ServerState:
                 model = self._models.setdefault(key, model)
         return model
 
+    def use_default_model(self, spec: str) -> None:
+        """From the next request on, answer with ``spec`` for programs without a model of their
+        own (the cached default model is dropped)."""
+        from dataclasses import replace
+
+        with self._lock:
+            self.settings = replace(self.settings, model=spec)
+            self._models.pop(("",), None)
+
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run a chore in the background. Not for learning or training: use
         :func:`minetune.app.jobs.submit_learning` / :func:`minetune.app.jobs.submit`."""
