@@ -210,6 +210,10 @@ def test_optimize_rebuilds_the_demo_index(fake_llm: FakeOpenAI) -> None:
     spec = f"openai-compatible:fake@{fake_llm.base_url}"
     assert run("chat", "--model", spec, stdin="What's my cat's name?\n/rate 5\n").returncode == 0
     result = run("optimize")
-    assert result.returncode == 0 and "1 accepted answers" in result.stdout
+    assert (
+        result.returncode == 0
+        and "1 demo candidates" in result.stdout
+        and "1 accepted answer (rated ≥ 4★ or praised)" in result.stdout
+    )
     bad = run("optimize", "--with", "sklearn:svm")
     assert bad.returncode == 1 and "Unknown optimizer" in bad.stderr

@@ -255,7 +255,11 @@ def import_cmd(
         reasons = ", ".join(f"{reason} {n}" for reason, n in report.skipped_by_reason.most_common())
         out.print(f"skipped by reason: {reasons}", markup=False, highlight=False)
     if report.demo_candidates is not None:
-        out.print(f"Demo index rebuilt: {report.demo_candidates} accepted answers.")
+        out.print(
+            f"Demo index rebuilt: {report.demo_candidates} demo candidates "
+            "(each message's best accepted answer).",
+            highlight=False,
+        )
     for note in report.notes:
         out.print(note, markup=False, highlight=False)
     for warning in report.warnings:

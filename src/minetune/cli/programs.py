@@ -337,12 +337,16 @@ def optimize(ctx: click.Context, program: str, optimizer: str | None, model: str
 
     With `reoptimize = false` the prompt is frozen between versions; this publishes a new version
     so the demos include everything rated since."""
-    from minetune.app.exchange import refresh_demos
+    from minetune.app.exchange import accepted_answers, refresh_demos
 
     settings = _settings(ctx, model)
     store = _store(ctx)
     report, version = refresh_demos(store, settings, program)
-    out.print(f"Demo index rebuilt: {report.demo_candidates} accepted answers ({report.elapsed_ms:.0f} ms).")
+    out.print(
+        f"Demo index rebuilt: {report.demo_candidates} demo candidates (each message's best accepted "
+        f"answer; {accepted_answers(store, settings, program)}) ({report.elapsed_ms:.0f} ms).",
+        highlight=False,
+    )
     if version is not None:
         out.print(f"reoptimize is off, so the demos changed with a new version: {program} v{version.number}.")
     if optimizer is None:
