@@ -189,3 +189,21 @@ def records(items: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, dict[str, A
     """Check that every record of a JSON/JSONL source is an object."""
     for where, item in items:
         yield where, need(item, dict, where, "record")
+
+
+def assistant_text(raw: Any, where: str, field: str) -> str | None:
+    """An answer given as a string or as a list of messages (their assistant parts joined); None when
+    a part holds no text (the record is skipped)."""
+    if isinstance(raw, str):
+        return raw
+    texts = []
+    for i, message in enumerate(need(raw, list, where, field), start=1):
+        here = f"{where} {field}[{i}]"
+        message = need(message, dict, here, "message")
+        if message.get("role", "assistant") != "assistant":
+            continue
+        text = text_content(message.get("content"), here)
+        if text is None:
+            return None
+        texts.append(text)
+    return "\n\n".join(texts)

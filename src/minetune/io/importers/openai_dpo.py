@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from minetune.io.importers.base import Skip, content_id, first_line_title, need, text_content
+from minetune.io.importers.base import Skip, assistant_text, content_id, first_line_title, need, text_content
 from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, NewTurn
 
 FORMAT = "openai-dpo"
@@ -18,22 +18,6 @@ FORMAT = "openai-dpo"
 
 def matches(record: dict[str, Any]) -> bool:
     return "preferred_output" in record and "non_preferred_output" in record
-
-
-def _output(raw: Any, where: str, field: str) -> str | None:
-    if isinstance(raw, str):
-        return raw
-    texts = []
-    for i, message in enumerate(need(raw, list, where, field), start=1):
-        here = f"{where} {field}[{i}]"
-        message = need(message, dict, here, "message")
-        if message.get("role", "assistant") != "assistant":
-            continue
-        text = text_content(message.get("content"), here)
-        if text is None:
-            return None
-        texts.append(text)
-    return "\n\n".join(texts)
 
 
 def parse(records: Iterator[tuple[str, dict[str, Any]]], skip: Skip) -> Iterator[NewConversation]:
@@ -54,8 +38,8 @@ def parse(records: Iterator[tuple[str, dict[str, Any]]], skip: Skip) -> Iterator
             sent.append({"role": role, "content": text})
             if role == "user":
                 user = text
-        preferred = _output(record.get("preferred_output"), where, "preferred_output")
-        other = _output(record.get("non_preferred_output"), where, "non_preferred_output")
+        preferred = assistant_text(record.get("preferred_output"), where, "preferred_output")
+        other = assistant_text(record.get("non_preferred_output"), where, "non_preferred_output")
         if not usable or preferred is None or other is None:
             skip(where, "non-text content (images or audio)")
             continue

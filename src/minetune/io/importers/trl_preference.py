@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from minetune.io.importers.base import Skip, content_id, first_line_title, need, text_content
+from minetune.io.importers.base import Skip, assistant_text, content_id, first_line_title, need, text_content
 from minetune.store.imports import NewAttempt, NewConversation, NewFeedback, NewTurn
 
 DPO, KTO = "trl-dpo", "trl-kto"
@@ -43,22 +43,6 @@ def _prompt(raw: Any, where: str) -> list[dict[str, Any]] | None:
             return None
         sent.append({"role": "system" if role == "developer" else role, "content": text})
     return sent
-
-
-def _answer(raw: Any, where: str, field: str) -> str | None:
-    if isinstance(raw, str):
-        return raw
-    texts = []
-    for i, message in enumerate(need(raw, list, where, field), start=1):
-        here = f"{where} {field}[{i}]"
-        message = need(message, dict, here, "message")
-        if message.get("role", "assistant") != "assistant":
-            continue
-        text = text_content(message.get("content"), here)
-        if text is None:
-            return None
-        texts.append(text)
-    return "\n\n".join(texts)
 
 
 def _turn(
@@ -93,8 +77,8 @@ def _turn(
 def parse_dpo(records: Iterator[tuple[str, dict[str, Any]]], skip: Skip) -> Iterator[NewConversation]:
     for where, record in records:
         answers = [
-            (_answer(record.get("chosen"), where, "chosen"), DESIRED),
-            (_answer(record.get("rejected"), where, "rejected"), UNDESIRED),
+            (assistant_text(record.get("chosen"), where, "chosen"), DESIRED),
+            (assistant_text(record.get("rejected"), where, "rejected"), UNDESIRED),
         ]
         conversation = _turn(DPO, where, record, answers, skip)
         if conversation is not None:
@@ -104,7 +88,8 @@ def parse_dpo(records: Iterator[tuple[str, dict[str, Any]]], skip: Skip) -> Iter
 def parse_kto(records: Iterator[tuple[str, dict[str, Any]]], skip: Skip) -> Iterator[NewConversation]:
     for where, record in records:
         label = need(record.get("label"), bool, where, "label")
-        answers = [(_answer(record.get("completion"), where, "completion"), DESIRED if label else UNDESIRED)]
+        completion = assistant_text(record.get("completion"), where, "completion")
+        answers = [(completion, DESIRED if label else UNDESIRED)]
         conversation = _turn(KTO, where, record, answers, skip)
         if conversation is not None:
             yield conversation
