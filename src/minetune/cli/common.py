@@ -38,8 +38,19 @@ model_option = click.option("--model", "model", metavar="SPEC", help=MODEL_HELP)
 program_option = click.option(
     "--program", "-p", "program", default="default", show_default=True, help="Program name."
 )
+
+
+def _accepted_threshold(ctx: click.Context, _param: click.Parameter, value: int | None) -> int:
+    from minetune.app.exchange import accepted_threshold
+
+    return accepted_threshold(_settings(ctx), value)
+
+
 threshold_option = click.option(
-    "--threshold", type=click.IntRange(1, 5), default=4, show_default=True, help="Stars that accept answers."
+    "--threshold",
+    type=click.IntRange(1, 5),
+    callback=_accepted_threshold,
+    help="Stars that accept an answer (default: [continual] stars in config.toml, 4).",
 )
 
 

@@ -13,7 +13,16 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from minetune.cli.common import _settings, _stats, _store, err, model_option, out, program_option
+from minetune.cli.common import (
+    _settings,
+    _stats,
+    _store,
+    err,
+    model_option,
+    out,
+    program_option,
+    threshold_option,
+)
 from minetune.errors import MinetuneError
 
 
@@ -78,13 +87,7 @@ EXPORT_FORMATS = (
     is_flag=True,
     help="Write FILE.train.jsonl and FILE.valid.jsonl (90/10, by turn).",
 )
-@click.option(
-    "--threshold",
-    type=click.IntRange(1, 5),
-    default=4,
-    show_default=True,
-    help="Stars that accept an answer.",
-)
+@threshold_option
 @click.pass_context
 def export(
     ctx: click.Context, format: str, out_file: Path, program: str | None, split_files: bool, threshold: int
