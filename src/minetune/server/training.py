@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator
 
+from minetune.app.exchange import accepted_threshold
 from minetune.errors import MinetuneError
 from minetune.server import training_runs as runs_of
 from minetune.server.auth import current_user
@@ -150,7 +151,7 @@ def start_local(
     rank: Annotated[int | None, Form(ge=1, le=4096)] = None,
     max_length: Annotated[int | None, Form(ge=16, le=1_000_000)] = None,
     threads: Annotated[int | None, Form(ge=1, le=1024)] = None,
-    threshold: Annotated[int, Form(ge=1, le=5)] = 4,
+    threshold: Annotated[int | None, Form(ge=1, le=5)] = None,
     activate: Annotated[bool, Form()] = False,
     user: str = Depends(current_user),
 ) -> Response:
@@ -172,7 +173,7 @@ def start_local(
         "base": base.strip() or None,
         "config": config.to_dict(),
         "activate": activate,
-        "threshold": threshold,
+        "threshold": accepted_threshold(server_state(request).settings, threshold),
     }
     # A web user names server paths: only model folders under the roots.
     stored = {"options": options, "model_roots_only": True}
@@ -186,7 +187,7 @@ def start_hosted(
     method: Annotated[Literal["sft", "dpo"], Form()] = "sft",
     model: Annotated[str, AfterValidator(check_text), Form(max_length=MAX_SPEC)] = "",
     epochs: Annotated[int | None, Form(ge=1, le=50)] = None,
-    threshold: Annotated[int, Form(ge=1, le=5)] = 4,
+    threshold: Annotated[int | None, Form(ge=1, le=5)] = None,
     activate: Annotated[bool, Form()] = False,
     user: str = Depends(current_user),
 ) -> Response:
@@ -199,7 +200,7 @@ def start_hosted(
         "model": model.strip(),
         "activate": activate,
         "n_epochs": epochs,
-        "threshold": threshold,
+        "threshold": accepted_threshold(server_state(request).settings, threshold),
     }
     return _launch(request, user, program, "hosted", method, None, {"options": options})
 
