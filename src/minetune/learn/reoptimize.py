@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from minetune.learn.judge import PersonalJudge
 
-_INDEXES: dict[tuple[str, int, int, str, int], _SyncedIndex] = {}
+_INDEXES: dict[tuple[str, int, int, str, int, str], _SyncedIndex] = {}
 _LOCK = threading.Lock()
 
 
@@ -89,10 +89,13 @@ class Learner:
             self._embedder = load_embedder(self.settings.embedder, self.settings.home)
         return self._embedder
 
-    def _key(self, frozen_version: int = 0) -> tuple[str, int, int, str, int]:
+    def _key(self, frozen_version: int = 0) -> tuple[str, int, int, str, int, str]:
         url = self.settings.resolved_database_url
-        program_id = self.store.program(self.program).id
-        return (url, self.store.user_id, program_id, self.settings.embedder, frozen_version)
+        program = self.store.program(self.program)
+        # The program's creation time too: a database emptied and filled again (a restored backup,
+        # a test's fresh schema) reuses ids, and an index built for the old rows must not be reused.
+        born = program.created_at.isoformat() if program.created_at else ""
+        return (url, self.store.user_id, program.id, self.settings.embedder, frozen_version, born)
 
     def _policy(self) -> dict[str, Any]:
         return policy_with_defaults(self.store.active_version(self.program).demo_policy)
