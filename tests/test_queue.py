@@ -42,6 +42,14 @@ def test_the_procrastinate_queue_needs_postgresql(monkeypatch: pytest.MonkeyPatc
         load_settings()
 
 
+def test_retry_needs_the_queue() -> None:
+    from minetune.app import queue
+    from minetune.errors import MinetuneError
+
+    with pytest.raises(MinetuneError, match="queues the job for a worker"):
+        queue.retry(load_settings(), 1)
+
+
 def _wait_for(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

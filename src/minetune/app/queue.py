@@ -89,6 +89,11 @@ def enqueue(
 def retry(settings: Settings, job_id: int) -> jobs.JobHandle:
     """Queue an ``interrupted`` or ``failed`` job of a stored kind again, whichever user's it is, as
     a new job with the same payload (the old row stays as the record of what happened)."""
+    if settings.queue != "procrastinate":
+        raise MinetuneError(
+            'Retrying queues the job for a worker: set queue = "procrastinate" (with PostgreSQL); '
+            "without a queue, start the training again (`minetune train`)."
+        )
     db_store = Store.open(settings)
     try:
         user = jobs_db.user_of(db_store.db, job_id)
