@@ -134,13 +134,17 @@ class Session:
         return self._model
 
     def _generate(
-        self, messages: list[Message], on_delta: DeltaCallback | None, stop: Event | None = None
+        self,
+        version: ProgramVersion,
+        messages: list[Message],
+        on_delta: DeltaCallback | None,
+        stop: Event | None = None,
     ) -> tuple[Completion, float]:
         """The model's answer to ``messages`` (streamed to ``on_delta`` when given). When ``stop``
         is set mid-stream the stream is closed and the text so far is the answer, with
         ``finish_reason`` :data:`STOPPED`: the user chose to stop there, so it is a complete
         answer that can be rated (unlike a stream cut by a failure, which is ``interrupted``)."""
-        model = self.model()
+        model = self.model(version)
         start = time.perf_counter()
         temperature, max_tokens = self.settings.temperature, self.settings.max_tokens
         if on_delta is None:
@@ -246,12 +250,12 @@ class Session:
         messages = render_messages(version, message, history, demos=demos)
         note = None
         if best_of > 1:
-            completion, latency, note = self._best_of(message, messages, best_of)
+            completion, latency, note = self._best_of(version, message, messages, best_of)
             if on_delta is not None:
                 on_delta(completion.text)
         else:
-            completion, latency = self._generate(messages, on_delta, stop)
-        spec = self.model().spec
+            completion, latency = self._generate(version, messages, on_delta, stop)
+        spec = self.model(version).spec
         fields = self._fields(
             completion, exchange.attempt_fields(version, spec, messages, completion, latency, demos)
         )
@@ -269,8 +273,10 @@ class Session:
         self.conversation_id = ids.conversation_id
         return self._response(self.store.attempt(ids.attempt_id), version, note)
 
-    def _best_of(self, message: str, messages: list[Message], n: int) -> tuple[Completion, float, str]:
-        samples = [self._generate(messages, None) for _ in range(n)]
+    def _best_of(
+        self, version: ProgramVersion, message: str, messages: list[Message], n: int
+    ) -> tuple[Completion, float, str]:
+        samples = [self._generate(version, messages, None) for _ in range(n)]
         order, judged = self.learner.rank(message, [c.text for c, _ in samples])
         completion, _ = samples[order[0]]
         latency = sum(ms for _, ms in samples)
@@ -345,9 +351,9 @@ class Session:
         turns = self.store.conversation_turn_ids(turn.conversation_id)
         demos, _ = self.learner.demos_for(turn.user_message, turns)
         messages = render_messages(version, turn.user_message, history, priors, demos)
-        completion, latency = self._generate(messages, on_delta, stop)
+        completion, latency = self._generate(version, messages, on_delta, stop)
         latest_critique = priors[-1].critique if priors else None
-        spec = self.model().spec
+        spec = self.model(version).spec
         fields = self._fields(
             completion,
             exchange.attempt_fields(version, spec, messages, completion, latency, demos, latest_critique),
